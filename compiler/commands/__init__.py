@@ -1,0 +1,1 @@
+"""One module per `stapes` subcommand (see `stapes.cli` for the protocol)."""

@@ -1,0 +1,1 @@
+"""Host harness: build generated C plus the runtime with cffi, run it, read its op counters."""
