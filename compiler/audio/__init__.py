@@ -1,0 +1,1 @@
+"""Audio tasks for hearing-aid-class devices, generated offline (see docs/audio-tasks.md)."""
