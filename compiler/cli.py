@@ -21,6 +21,10 @@ _ORDER = ["demo", "train", "compress", "sweep", "perturb", "quantize", "emit", "
           "budget", "plan", "board", "export-onnx", "import-onnx", "paper"]
 
 
+_DESCRIPTION = ("stapes: train small recurrent networks (tanh RNN, MGU), compress their recurrent weights\n"
+                "by truncated SVD, and deploy them as bit-exact fixed-point C for low-power audio devices.")
+
+
 def _command_modules():
     mods = []
     for info in pkgutil.iter_modules(_commands_pkg.__path__):
@@ -41,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stapes", description=__doc__.splitlines()[0].rstrip(":") + ".",
+    parser = _Parser(prog="stapes", description=_DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"stapes {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
