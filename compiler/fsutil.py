@@ -26,6 +26,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a finished output folder is an ordinary folder
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
