@@ -1,0 +1,221 @@
+/* stp_matvec.c -- the mat-vec kernels: int16 activations, int8 or int16 weights, int32 sums.
+ *
+ * The compiler proved sum_j |w_ij| * 32768 <= 2^31 - 1 for every row (ir.py validates it), so
+ * every partial sum fits int32 in ANY order: an optimised path (e.g. Cortex-M DSP SMLAD under
+ * #if defined(__ARM_FEATURE_DSP)) may regroup the products and still give the same bits.
+ */
+#include "stp_model.h"
+
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+
+/* w (n,) . x (n,) -> int32.  Counts n mac. */
+int32_t stp_dot_s16_s8(const int8_t *w, const int16_t *x, int n)
+{
+    int32_t acc = 0;
+    int j;
+    STP_COUNT(mac, n);
+#if defined(__ARM_FEATURE_DSP)
+    /* Cortex-M DSP path (engineer D; bit-exact with the loop below, tested on M4 vs M3 under
+     * qemu): with word-aligned operands, LDM loads 8 int8 weights and 8 int16 inputs, SXTB16
+     * sign-extends the weights in pairs (w0,w2 / w1,w3), PKHBT/PKHTB repack them to (w0,w1)
+     * (w2,w3) to match the input pairs, SMLAD adds two products: 8 MACs in 16 instructions.
+     * SMLAD wraps modulo 2^32; every partial sum fits int32 (proven), so the result is exact. */
+    {
+        const int8_t *pw = w, *wend = w + n;
+        const int16_t *px = x;
+        if ((((uintptr_t)pw | (uintptr_t)px) & 3u) == 0u && n >= 8) {
+            const int8_t *end8 = pw + (n & ~7);
+            __asm__ volatile(
+                "1:\n\t"
+                "ldmia %[pw]!, {r4, r5}\n\t"
+                "ldmia %[px]!, {r6, r8, r9, r10}\n\t"
+                "sxtb16 r11, r4\n\t"
+                "sxtb16 r12, r4, ror #8\n\t"
+                "pkhbt r4, r11, r12, lsl #16\n\t"
+                "pkhtb r11, r12, r11, asr #16\n\t"
+                "smlad %[acc], r4, r6, %[acc]\n\t"
+                "smlad %[acc], r11, r8, %[acc]\n\t"
+                "sxtb16 r11, r5\n\t"
+                "sxtb16 r12, r5, ror #8\n\t"
+                "pkhbt r5, r11, r12, lsl #16\n\t"
+                "pkhtb r11, r12, r11, asr #16\n\t"
+                "smlad %[acc], r5, r9, %[acc]\n\t"
+                "smlad %[acc], r11, r10, %[acc]\n\t"
+                "cmp %[pw], %[end]\n\t"
+                "bne 1b\n\t"
+                : [acc] "+r"(acc), [pw] "+r"(pw), [px] "+r"(px)
+                : [end] "r"(end8)
+                : "r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "cc", "memory");
+        }
+        for (; pw != wend; pw++, px++) acc += (int32_t)*pw * *px;
+        return acc;
+    }
+#endif
+    for (j = 0; j < n; j++) acc += (int32_t)w[j] * x[j];
+    return acc;
+}
+
+/* w (n,) . x (n,) -> int32.  Counts n mac. */
+int32_t stp_dot_s16_s16(const int16_t *w, const int16_t *x, int n)
+{
+    int32_t acc = 0;
+    int j;
+    STP_COUNT(mac, n);
+#if defined(__ARM_FEATURE_DSP)
+    /* Cortex-M DSP path (engineer D; bit-exact with the loop below, tested on M4 vs M3 under
+     * qemu): SMLAD adds two 16x16 products per instruction. With word-aligned operands LDM
+     * loads 8 weights and 8 inputs in 2 instructions: 8 MACs in 8 instructions. Otherwise
+     * 32-bit pair loads (unaligned LDR is allowed on ARMv7E-M). SMLAD wraps modulo 2^32;
+     * every partial sum fits int32 (proven), so the result is exact in any order. */
+    {
+        const int16_t *pw = w, *px = x, *wend = w + n;
+        if (n > 0 && ((uintptr_t)w & 3u) == 2u && ((uintptr_t)x & 3u) == 2u)
+            acc = (int32_t)*pw++ * *px++;        /* one MAC brings both to a word boundary */
+        if ((((uintptr_t)pw | (uintptr_t)px) & 3u) == 0u && wend - pw >= 8) {
+            const int16_t *end8 = pw + ((wend - pw) & ~7);
+            __asm__ volatile(
+                "1:\n\t"
+                "ldmia %[pw]!, {r4, r5, r6, r8}\n\t"
+                "ldmia %[px]!, {r9, r10, r11, r12}\n\t"
+                "smlad %[acc], r4, r9, %[acc]\n\t"
+                "smlad %[acc], r5, r10, %[acc]\n\t"
+                "smlad %[acc], r6, r11, %[acc]\n\t"
+                "smlad %[acc], r8, r12, %[acc]\n\t"
+                "cmp %[pw], %[end]\n\t"
+                "bne 1b\n\t"
+                : [acc] "+r"(acc), [pw] "+r"(pw), [px] "+r"(px)
+                : [end] "r"(end8)
+                : "r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "cc", "memory");
+        }
+        for (; wend - pw >= 2; pw += 2, px += 2) {
+            int32_t wp, xp;
+            __builtin_memcpy(&wp, pw, 4);
+            __builtin_memcpy(&xp, px, 4);
+            acc = __smlad(wp, xp, acc);
+        }
+        if (pw != wend) acc += (int32_t)*pw * *px;
+        return acc;
+    }
+#endif
+    for (j = 0; j < n; j++) acc += (int32_t)w[j] * x[j];
+    return acc;
+}
+
+/* Row `row` of m (row stride m->cols) . x, using the first n columns. */
+static int32_t row_dot(const stp_mat_t *m, int row, const int16_t *x, int n)
+{
+    if (m->w8 != 0) return stp_dot_s16_s8(m->w8 + row * m->cols, x, n);
+    return stp_dot_s16_s16(m->w16 + row * m->cols, x, n);
+}
+
+/* pre_i = sat16(shift(W_i x, x_shift_i) + shift(r_i, h_shift_i) + bias_i), all in int64.
+ * Counts 2 shift, 2 add, 1 sat. */
+static int16_t combine(const stp_gate_t *g, int i, int32_t ax, int32_t ar)
+{
+    int64_t v = stp_shift_round_s64(ax, g->x_shift[i]) + stp_shift_round_s64(ar, g->h_shift[i]);
+    STP_COUNT(add, 2);
+    return stp_sat16(v + g->bias[i]);
+}
+
+#if defined(__ARM_FEATURE_DSP)
+/* DSP only (engineer D): rows w and w + stride (int16) . x (n,) -> acc[0], acc[1]. Two rows share
+ * each input load: per 4 columns, 3 LDM + 4 SMLAD + loop = 8 MACs in 9 instructions, and one call
+ * per row pair. Needs both rows and x word aligned, else two stp_dot_s16_s16 calls (same sums).
+ * SMLAD wraps modulo 2^32; every partial sum fits int32 (proven), so the sums are exact. */
+__attribute__((noinline)) static void stp_dsp_dot2_s16(const int16_t *w, int stride, const int16_t *x, int n,
+                                                       int32_t *acc)
+{
+    const int16_t *p0 = w, *p1 = w + stride, *px = x;
+    int32_t a0 = 0, a1 = 0;
+    int j = 0;
+    if (((((uintptr_t)p0) | ((uintptr_t)p1) | ((uintptr_t)px)) & 3u) != 0u) {
+        acc[0] = stp_dot_s16_s16(p0, x, n);
+        acc[1] = stp_dot_s16_s16(p1, x, n);
+        return;
+    }
+    STP_COUNT(mac, 2 * n);
+    if (n >= 4) {
+        const int16_t *end4 = px + (n & ~3);
+        __asm__ volatile(
+            "1:\n\t"
+            "ldmia %[px]!, {r4, r5}\n\t"
+            "ldmia %[p0]!, {r6, r8}\n\t"
+            "ldmia %[p1]!, {r9, r10}\n\t"
+            "smlad %[a0], r6, r4, %[a0]\n\t"
+            "smlad %[a0], r8, r5, %[a0]\n\t"
+            "smlad %[a1], r9, r4, %[a1]\n\t"
+            "smlad %[a1], r10, r5, %[a1]\n\t"
+            "cmp %[px], %[end]\n\t"
+            "bne 1b\n\t"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [px] "+r"(px), [p0] "+r"(p0), [p1] "+r"(p1)
+            : [end] "r"(end4)
+            : "r4", "r5", "r6", "r8", "r9", "r10", "cc", "memory");
+        j = n & ~3;
+    }
+    for (; j < n; j++) {
+        a0 += (int32_t)w[j] * x[j];
+        a1 += (int32_t)w[stride + j] * x[j];
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+#endif
+
+/* W (N, I) @ x + U (N, N) @ h + bias -> pre (N,) in the gate's table input format. */
+void stp_gate_dense_s16(const stp_gate_t *g, const int16_t *x, const int16_t *h, int16_t *pre)
+{
+    int i;
+#if defined(__ARM_FEATURE_DSP)
+    if (g->w.w16 != 0 && g->u.w16 != 0) { /* int16 weights: two rows per kernel call (engineer D) */
+        int32_t ax[2], ar[2];
+        for (i = 0; i + 1 < g->w.rows; i += 2) {
+            stp_dsp_dot2_s16(g->w.w16 + i * g->w.cols, g->w.cols, x, g->w.cols, ax);
+            stp_dsp_dot2_s16(g->u.w16 + i * g->u.cols, g->u.cols, h, g->u.cols, ar);
+            pre[i] = combine(g, i, ax[0], ar[0]);
+            pre[i + 1] = combine(g, i + 1, ax[1], ar[1]);
+        }
+        if (i < g->w.rows)
+            pre[i] = combine(g, i, row_dot(&g->w, i, x, g->w.cols), row_dot(&g->u, i, h, g->u.cols));
+        return;
+    }
+#endif
+    for (i = 0; i < g->w.rows; i++)
+        pre[i] = combine(g, i, row_dot(&g->w, i, x, g->w.cols), row_dot(&g->u, i, h, g->u.cols));
+}
+
+/* z = sat16(shift(B[:k] h, z_shift)) (k,), then W x + A[:, :k] z + bias -> pre (N,), with
+ * k = min(rank, the gate's stored rank). A smaller rank is only a loop bound: the factors are
+ * sorted by singular value. */
+void stp_gate_lowrank_s16(const stp_gate_t *g, const int16_t *x, const int16_t *h, int rank,
+                          int16_t *z, int16_t *pre)
+{
+    int i, k;
+    if (rank > g->b.rows) rank = g->b.rows;
+#if defined(__ARM_FEATURE_DSP)
+    if (g->w.w16 != 0 && g->b.w16 != 0 && g->a.w16 != 0) { /* int16: row pairs (engineer D) */
+        int32_t a2[2], r2[2];
+        for (k = 0; k + 1 < rank; k += 2) {
+            stp_dsp_dot2_s16(g->b.w16 + k * g->b.cols, g->b.cols, h, g->b.cols, a2);
+            z[k] = stp_sat16(stp_shift_round_s64(a2[0], g->z_shift[k]));
+            z[k + 1] = stp_sat16(stp_shift_round_s64(a2[1], g->z_shift[k + 1]));
+        }
+        if (k < rank)
+            z[k] = stp_sat16(stp_shift_round_s64(row_dot(&g->b, k, h, g->b.cols), g->z_shift[k]));
+        for (i = 0; i + 1 < g->w.rows; i += 2) {
+            stp_dsp_dot2_s16(g->w.w16 + i * g->w.cols, g->w.cols, x, g->w.cols, a2);
+            stp_dsp_dot2_s16(g->a.w16 + i * g->a.cols, g->a.cols, z, rank, r2);
+            pre[i] = combine(g, i, a2[0], r2[0]);
+            pre[i + 1] = combine(g, i + 1, a2[1], r2[1]);
+        }
+        if (i < g->w.rows)
+            pre[i] = combine(g, i, row_dot(&g->w, i, x, g->w.cols), row_dot(&g->a, i, z, rank));
+        return;
+    }
+#endif
+    for (k = 0; k < rank; k++)
+        z[k] = stp_sat16(stp_shift_round_s64(row_dot(&g->b, k, h, g->b.cols), g->z_shift[k]));
+    for (i = 0; i < g->w.rows; i++)
+        pre[i] = combine(g, i, row_dot(&g->w, i, x, g->w.cols), row_dot(&g->a, i, z, rank));
+}
