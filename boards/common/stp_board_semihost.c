@@ -1,0 +1,45 @@
+/* stp_board_semihost.c - target implementation of stp_board_io.h over ARM semihosting
+ * (M-profile: BKPT 0xAB, operation in r0, parameter block in r1). No C library. */
+#include "stp_board_io.h"
+
+#define SH_SYS_OPEN 0x01
+#define SH_SYS_CLOSE 0x02
+#define SH_SYS_WRITE 0x05
+#define SH_SYS_EXIT_EXTENDED 0x20
+#define SH_ADP_APPLICATION_EXIT 0x20026u
+#define SH_OPEN_MODE_W 4u
+
+static int32_t sh_call(int32_t op, const void *block)
+{
+    register int32_t r0 __asm__("r0") = op;
+    register const void *r1 __asm__("r1") = block;
+    __asm__ volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
+    return r0;
+}
+
+static int32_t sh_stdout_handle(void)
+{
+    /* Opened (and closed) on every write: a cached handle would be a mutable global, and the
+     * two extra traps are cheap next to the write; writes happen outside counted frames. */
+    static const char tt[] = ":tt";
+    const uint32_t block[3] = {(uint32_t)(uintptr_t)tt, SH_OPEN_MODE_W, (uint32_t)(sizeof tt - 1u)};
+    return sh_call(SH_SYS_OPEN, block);
+}
+
+void stp_io_write(const char *buf, size_t n)
+{
+    int32_t handle = sh_stdout_handle();
+    if (handle < 0 || n == 0u)
+        return;
+    const uint32_t block[3] = {(uint32_t)handle, (uint32_t)(uintptr_t)buf, (uint32_t)n};
+    (void)sh_call(SH_SYS_WRITE, block);
+    const uint32_t close_block[1] = {(uint32_t)handle};
+    (void)sh_call(SH_SYS_CLOSE, close_block);
+}
+
+void stp_io_exit(int code)
+{
+    const uint32_t block[2] = {SH_ADP_APPLICATION_EXIT, (uint32_t)code};
+    for (;;)
+        (void)sh_call(SH_SYS_EXIT_EXTENDED, block);
+}
