@@ -1,0 +1,33 @@
+"""`stapes export-onnx MODEL --out FILE.onnx`: a model folder as an ONNX model (float32)."""
+
+from __future__ import annotations
+
+NAME = "export-onnx"
+HELP = "export a float model (dense or low-rank) to ONNX (RNN / tied-gate GRU operators, or a Scan with the factors)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="a model folder (graph.json + graph.npz)")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--lowrank", choices=["factors", "dense"], default="factors",
+                        help="low-rank matrices: keep the factors (Scan, two MatMuls per matrix; default) "
+                             "or multiply them out and use the standard RNN/GRU operator")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, at least 14)")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..graph import FloatGraph
+    from ..onnx_export import OPSET, export_onnx, save_onnx
+
+    if Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a folder; give the .onnx file to write")
+    graph = FloatGraph.load(args.model)
+    model = export_onnx(graph, lowrank=args.lowrank, opset=args.opset or OPSET)
+    save_onnx(model, args.out)
+    props = {p.key: p.value for p in model.metadata_props}
+    print(f"wrote {args.out} (opset {model.opset_import[0].version}, cell {props['stapes.cell']}, "
+          f"lowrank {props['stapes.lowrank']})")
+    return 0
