@@ -1,0 +1,47 @@
+"""`stapes paper`: run the experiment suite of Cox (arXiv 1612.00891) and write its report."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "paper"
+HELP = "run the paper's experiment suite (resumable) and write a report with figures"
+DESCRIPTION = (
+    "Run the experiments R1-R7 (+ on-the-fly rank) of Cox, 'Parameter Compression of Recurrent "
+    "Neural Networks and Degradation of Short-term Memory', into OUT: report.md, results.json, "
+    "figures/. Finished runs are cached under OUT/cache and skipped, so an interrupted run resumes."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output folder (report, figures, cache)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="the quick profile (minutes on 2 cores)")
+    group.add_argument("--profile", choices=["tiny", "quick", "medium", "full"], default=None,
+                       help="settings profile (default: full)")
+    p.add_argument("--only", default=None, help="comma-separated experiment ids, e.g. R1,R3")
+    p.add_argument("--seeds", type=int, default=None, help="override the profile's seed count")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..errors import CheckFailed, UserError
+    from ..paper.runner import run_suite
+    from ..paper.settings import profile
+    from ..train import torch_threads
+
+    name = "quick" if args.quick else (args.profile or "full")
+    settings = profile(name, seeds=args.seeds)
+    only = [e.strip().upper() for e in args.only.split(",") if e.strip()] if args.only else None
+    if args.only is not None and not only:
+        raise UserError("--only needs at least one experiment id")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    with torch_threads(1):   # the suite shares a small machine; its runs are small and sequential
+        results = run_suite(out, settings, only=only, progress=not args.no_progress)
+    if results["failed"]:
+        raise CheckFailed(f"experiment(s) {', '.join(results['failed'])} failed (see {out / 'report.md'})")
+    return 0

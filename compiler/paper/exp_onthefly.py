@@ -1,0 +1,84 @@
+"""OTF (the paper's outlook): one set of σ-sorted factors, run by the fixed-point model at a rank chosen at run
+time (a loop bound), against the metric and the MACs the op counters see."""
+
+from __future__ import annotations
+
+from .exp_rank import TRAINING
+from .fixed_point import ON_THE_FLY, run_at_rank
+from .registry import Experiment, Section, register
+from .report import markdown_table
+from .settings import Settings, rank_grid
+from .zoo import model_spec, task_config, trained_graph
+
+
+def otf_units(s: Settings) -> list[dict]:
+    return [{"model": model_spec(task_config(t, s), c, s.memo_hidden, 0, s),
+             "ranks": rank_grid(s.memo_hidden, s.rank_points), "eval_sequences": min(s.eval_sequences, 128)}
+            for t in ("memorization", "coherent") for c in s.cells]
+
+
+def compute_otf(ctx, unit: dict) -> dict:
+    from ..budget import shape_of_graph, step_counts
+    from ..compress import with_rank
+    from ..evaluate import evaluate_graph
+
+    graph = trained_graph(ctx, unit["model"])
+    n = graph.hidden_size
+    full = with_rank(graph, n)              # the one set of weights: all N σ-sorted factors
+    name = None
+    rows = []
+    for r in unit["ranks"]:
+        c = run_at_rank(full, r, unit["eval_sequences"])
+        floats = evaluate_graph(with_rank(graph, r), n=unit["eval_sequences"])
+        name = c["metric_name"]
+        rows.append({"rank": r, "metric_c": c["metric"], "macs": c["macs"], "metric_float": floats[name]})
+    dense_macs = step_counts(shape_of_graph(graph))["macs"]
+    return {"metric_name": name, "hidden_size": n, "dense_macs": dense_macs, "rows": rows}
+
+
+def otf_summarize(ctx, done) -> Section:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    numbers, table = {}, []
+    for i, (unit, res) in enumerate(done):
+        key = f"{unit['model']['task']['name']}/{unit['model']['cell']}"
+        numbers[key] = res
+        r = [row["rank"] for row in res["rows"]]
+        axes[0].plot(r, [row["metric_c"] for row in res["rows"]], "o-", color=f"C{i}", label=f"{key} fixed point")
+        axes[0].plot(r, [row["metric_float"] for row in res["rows"]], "x--", color=f"C{i}", label=f"{key} float")
+        axes[1].plot(r, [row["macs"] for row in res["rows"]], "o-", color=f"C{i}", label=key)
+        full = res["rows"][-1]
+        for row in res["rows"]:
+            table.append([key, row["rank"], row["metric_c"], row["metric_float"], row["macs"],
+                          f"{100 * (1 - row['macs'] / full['macs']):.0f}%",
+                          f"{100 * (1 - row['macs'] / res['dense_macs']):.0f}%"])
+    axes[0].set(xscale="log", xlabel="run-time rank", ylabel="metric", title="OTF: metric against run-time rank")
+    axes[1].set(xscale="log", xlabel="run-time rank", ylabel="MACs per frame (reference op counts)",
+                title="OTF: MACs against run-time rank")
+    for ax in axes:
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    figure = ctx.save_figure(fig, "otf_runtime_rank")
+    agree = all(abs(row["metric_c"] - row["metric_float"]) <= 0.01 for res in numbers.values() for row in res["rows"])
+    verdict = "holds" if agree else "depends"
+    reason = ("the fixed-point model at every run-time rank is within 1 point of the float model truncated to that rank"
+              if agree else "the fixed-point model differs from the float truncation by more than 1 point at some rank")
+    body = ("One quantized model (int16) holds all N factors sorted by σ; the run-time rank is a loop bound "
+            "(`run_reference(q, x, rank=r)`, C's bit-exact integer reference, which the C runtime is tested "
+            "to equal bit for bit). Metric of that fixed-point model and of the float model truncated to the "
+            "same rank; MACs per frame from the reference's op counts; savings relative to the same model at its full "
+            "rank N and to the dense model (D's runtime count; negative where r ≥ N/2).\n\n"
+            + markdown_table(["task/cell", "run-time rank", "fixed-point metric", "float metric", "MACs",
+                              "saving vs rank N", "saving vs dense"], table))
+    return Section("OTF", TITLE, CLAIM, verdict, reason, body, [figure], numbers)
+
+
+TITLE = "On-the-fly rank in the fixed-point model"
+CLAIM = ("Compression can be chosen on the fly: one set of σ-sorted factors runs at any lower rank set at run "
+         "time, trading metric for MACs without recompiling.")
+register(Experiment("OTF", TITLE, CLAIM, TRAINING + ON_THE_FLY + ("stapes.compress:with_rank (B)", "stapes.evaluate:evaluate_graph (A)",
+                                                    "stapes.budget:step_counts (D)"),
+                    otf_units, compute_otf, otf_summarize))

@@ -1,0 +1,37 @@
+"""Small statistics the report needs: mean ± std over seeds, Pearson r, T*."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation; NaN when either side is constant or there are < 3 points."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.size < 3 or a.std() == 0 or b.std() == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def critical_delay(delays: Sequence[int], recall: Sequence[float], threshold: float) -> float:
+    """T*: the largest delay such that recall >= threshold at it and at every shorter delay.
+    0 when even the shortest delay fails; inf is never returned (capped at the largest T)."""
+    t_star = 0.0
+    for t, r in sorted(zip(delays, recall)):
+        if r < threshold:
+            break
+        t_star = float(t)
+    return t_star
+
+
+def fmt_ms(mean: float, std: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"

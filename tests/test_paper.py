@@ -1,0 +1,126 @@
+"""`stapes paper`: the suite runs end to end on tiny settings, its report and JSON are complete,
+and a second run is served from the cache; plus the framework's parts on their own."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from stapes.cli import main
+from stapes.errors import UserError
+from stapes.paper.cache import RunCache, run_key
+from stapes.paper.registry import VERDICTS, Section, load_all, missing_requirements
+from stapes.paper.settings import PROFILES, profile, rank_grid
+from stapes.paper.stats import critical_delay, mean_std, pearson
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper") / "report"
+    rc = main(["paper", "--profile", "tiny", "--out", str(out), "--no-progress"])
+    return out, rc
+
+
+def test_tiny_suite_writes_report_json_and_figures(tiny_run):
+    out, rc = tiny_run
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    assert results["profile"] == "tiny"
+    assert set(results["experiments"]) == set(load_all())
+    for exp_id, exp in results["experiments"].items():
+        assert exp["verdict"] in VERDICTS and exp["verdict"] != "failed", (exp_id, exp["reason"])
+        assert f"## {exp_id}: " in report
+        for fig in exp["figures"]:
+            png = out / fig
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert f"]({fig})" in report
+    # Every figure the report shows is one the suite wrote.
+    for fig in re.findall(r"\]\((figures/[^)]+)\)", report):
+        assert (out / fig).is_file()
+    assert results["cache"]["results_computed"] > 0
+
+
+def test_second_run_is_served_from_the_cache(tiny_run, capsys):
+    out, _ = tiny_run
+    first = json.loads((out / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["paper", "--profile", "tiny", "--out", str(out), "--no-progress"]) == 0
+    assert "0 computed, 0 models trained" in capsys.readouterr().out
+    second = json.loads((out / "results.json").read_text())
+    assert second["cache"]["results_computed"] == 0 and second["cache"]["models_trained"] == 0
+    assert second["experiments"] == first["experiments"]
+
+
+def test_only_selects_experiments_and_rejects_unknown_ids(tiny_run, capsys):
+    out, _ = tiny_run
+    assert main(["paper", "--profile", "tiny", "--out", str(out), "--only", "r7", "--no-progress"]) == 0
+    assert set(json.loads((out / "results.json").read_text())["experiments"]) == {"R7"}
+    assert main(["paper", "--profile", "tiny", "--out", str(out), "--only", "R99"]) == 2
+    assert "unknown experiment(s) R99" in capsys.readouterr().err
+
+
+def test_user_errors_exit_2(tmp_path, capsys):
+    assert main(["paper", "--profile", "tiny", "--out", str(tmp_path), "--seeds", "0"]) == 2
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["paper", "--profile", "tiny", "--out", str(f)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_run_key_depends_on_kind_and_params_only():
+    assert run_key("a", {"x": 1, "y": [1, 2]}) == run_key("a", {"y": [1, 2], "x": 1})
+    assert run_key("a", {"x": 1}) != run_key("a", {"x": 2})
+    assert run_key("a", {"x": 1}) != run_key("b", {"x": 1})
+
+
+def test_cache_computes_once_and_keeps_nothing_on_error(tmp_path):
+    cache = RunCache(tmp_path)
+    calls = []
+    assert cache.result("k", {"p": 1}, lambda: calls.append(1) or {"v": 3}) == {"v": 3}
+    assert cache.result("k", {"p": 1}, lambda: calls.append(1) or {"v": 4}) == {"v": 3}
+    assert calls == [1] and cache.stats["results_cached"] == 1
+
+    def broken(tmp):
+        (tmp / "half").write_text("x")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        cache.model_dir("m", {"p": 1}, broken)
+    assert not list((tmp_path / "models").iterdir())          # no half-written model left behind
+    path = cache.model_dir("m", {"p": 1}, lambda tmp: (tmp / "w").write_text("ok"))
+    assert (path / "w").read_text() == "ok"
+    assert cache.model_dir("m", {"p": 1}, broken) == path     # cached: not rebuilt
+
+
+def test_rank_grid_is_geometric_and_ends_at_n():
+    assert rank_grid(64, 7) == [1, 2, 4, 8, 16, 32, 64]
+    assert rank_grid(8, 3) == [1, 3, 8]
+    assert rank_grid(5, 1) == [5]
+    for s in PROFILES.values():
+        for n in s.hidden_sizes:
+            g = rank_grid(n, s.rank_points)
+            assert g[0] == 1 and g[-1] == n and g == sorted(set(g))
+
+
+def test_stats():
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    assert mean_std([5.0]) == (5.0, 0.0)
+    assert pearson([1, 2, 3], [2, 4, 6.5]) > 0.99
+    assert math.isnan(pearson([1, 2, 3], [1, 1, 1]))
+    assert critical_delay([10, 20, 50], [1.0, 0.95, 0.5], 0.9) == 20
+    assert critical_delay([10, 20, 50], [0.5, 0.95, 0.95], 0.9) == 0   # must hold at every shorter delay too
+    assert critical_delay([10, 20], [0.99, 0.99], 0.9) == 20
+
+
+def test_registry_reports_missing_apis_and_checks_verdicts():
+    assert missing_requirements(("stapes.graph:FloatGraph (lead)",)) == []
+    assert missing_requirements(("stapes.graph:no_such_thing (X)", "stapes.no_module:f (Y)")) == [
+        "stapes.graph:no_such_thing (X)", "stapes.no_module:f (Y)"]
+    with pytest.raises(ValueError):
+        Section("R0", "t", "c", "probably", "r")
+    with pytest.raises(UserError):
+        profile("huge")
