@@ -4,8 +4,10 @@
   batch of sequences in one C call (or one call per frame) and returns outputs, states, op counts.
 * ``build_runtime()`` compiles the runtime alone; ``run_runtime`` fills the runtime's model
   structs from a QGraph's arrays at run time, so random models need no compilation (tests, soak).
-* ``run_sanitized`` builds a stand-alone executable with ASan + UBSan (an ASan runtime cannot be
-  loaded into a running Python) and runs the same computation in a subprocess.
+* ``run_sanitized`` builds the generated C as a stand-alone executable with ASan + UBSan (an ASan
+  runtime cannot be loaded into a running Python) and runs it in a subprocess;
+  ``run_runtime_sanitized`` does the same with one cached runtime executable that reads the model
+  from a file (any number of random models, one build).
 
 Modules are cached under $STAPES_CACHE (default ~/.cache/stapes/cffi), keyed by a hash of the
 sources, flags and compiler, so a warm cache loads in milliseconds.
@@ -31,7 +33,9 @@ from stapes.ir import QGraph
 from stapes.reference import OP_KINDS, activation_tables, check_input
 
 WARNING_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror"]
-OPT_FLAGS = ["-O3", "-fno-semantic-interposition", "-fno-wrapv"]  # -fno-wrapv undoes Python's -fwrapv (it blocks vectorisation; nothing here overflows)
+# Speed only (numerics are flag-independent): -fno-wrapv undoes Python's -fwrapv, which blocks
+# vectorisation (nothing here overflows); -fno-semantic-interposition lets -fPIC code inline.
+OPT_FLAGS = ["-O3", "-fno-semantic-interposition", "-fno-wrapv"]
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 _loaded: dict[str, object] = {}
 

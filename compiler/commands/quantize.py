@@ -4,9 +4,9 @@ from __future__ import annotations
 
 NAME = "quantize"
 HELP = "fixed-point quantization of a model folder into a QModel folder (QGraph)"
-DESCRIPTION = (HELP + ". Ranges come from the model's task (calibration sequences), else from "
-               "--calibration (float inputs (B, T, I) .npy), else the analytic worst case with "
-               "|x| <= --input-range. Every format and shift is derived and the int32 overflow "
+DESCRIPTION = (HELP + ". Ranges come from --calibration (float inputs (B, T, I) .npy) when given, "
+               "else from the model's task (train-split sequences), else the analytic worst case "
+               "with |x| <= --input-range. Every format and shift is derived and the int32 overflow "
                "proof checked; the QModel folder also keeps the float graph it came from (float/).")
 
 
@@ -54,7 +54,11 @@ def quantize_folder(graph, model_folder, out_folder, weights: str, calibration: 
 
     from ..quantize import quantize_graph
 
+    from ..errors import UserError
+
     x, source = calibration_inputs(graph, calibration, sequences, seed)
+    if input_range is not None and x is not None:
+        raise UserError(f"--input-range only applies without calibration data (ranges come from the {source})")
     extra = {"calibration": source, "source_model": str(model_folder)}
     compress_json = Path(model_folder) / "compress.json"
     if compress_json.is_file():
