@@ -19,7 +19,11 @@ import subprocess
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-import tomllib
+
+try:
+    import tomllib                 # Python >= 3.11
+except ModuleNotFoundError:        # Python 3.10: the same parser as a package
+    import tomli as tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path

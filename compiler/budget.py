@@ -141,6 +141,7 @@ def ram_bytes(s: ModelShape) -> dict:
 # ----------------------------------------------------------------------------- estimates
 
 INSN_FEATURES = ("const", "row_calls8", "row_calls16", "dual_calls", "mac16_dual", "mac16_dual_tail",
+                 "mac16_dual_odd",
                  "mac16_fast", "mac16_pair", "mac16_scalar", "mac8_fast",
                  "mac8_scalar", "gate_rows", "z_rows", "luts", "mgu_rows", "readout_rows")
 
@@ -174,8 +175,9 @@ def _matrix_macs(bits: int, rows: int, cols: int, x_aligned: bool, dsp: bool, ac
 
     Arrays start word aligned (gcc aligns arrays on ARM); row i starts i * cols elements in.
     With `paired` (the gates' DSP branch for int16 weights, mirroring stp_matvec.c) rows go in
-    pairs through stp_dsp_dot2_s16: aligned pairs run its LDM loop (`mac16_dual`, 4 columns at a
-    time, `mac16_dual_tail` for the rest), unaligned pairs fall back to two single dots."""
+    pairs through stp_dsp_dot2_s16: aligned pairs run its LDM loop (`mac16_dual`, 8 columns at a
+    time), SMLAD pairs (`mac16_dual_tail`) and one last column (`mac16_dual_odd`); unaligned pairs
+    fall back to two single dots."""
     n = cols if n is None else n
     esize = bits // 8
     if not (paired and dsp and bits == 16):
@@ -187,8 +189,9 @@ def _matrix_macs(bits: int, rows: int, cols: int, x_aligned: bool, dsp: bool, ac
         acc["dual_calls"] = acc.get("dual_calls", 0) + 1
         aligned = (i * cols * esize) % 4 == 0 and (cols * esize) % 4 == 0 and x_aligned
         if aligned:
-            acc["mac16_dual"] = acc.get("mac16_dual", 0) + 2 * (n & ~3)
-            acc["mac16_dual_tail"] = acc.get("mac16_dual_tail", 0) + 2 * (n % 4)
+            acc["mac16_dual"] = acc.get("mac16_dual", 0) + 2 * (n & ~7)
+            acc["mac16_dual_tail"] = acc.get("mac16_dual_tail", 0) + 2 * (n % 8 - n % 2)
+            acc["mac16_dual_odd"] = acc.get("mac16_dual_odd", 0) + 2 * (n % 2)
         else:
             _add_dot(acc, bits, n, (i * cols * esize) % 4 == 0, x_aligned, dsp)
             _add_dot(acc, bits, n, ((i + 1) * cols * esize) % 4 == 0, x_aligned, dsp)
@@ -236,7 +239,7 @@ def estimate_instructions(s: ModelShape, board: Board) -> float | None:
 
 
 MAC_FEATURES = ("mac16_fast", "mac16_pair", "mac16_scalar", "mac8_fast", "mac8_scalar")
-DUAL_MAC_FEATURES = ("mac16_dual", "mac16_dual_tail")
+DUAL_MAC_FEATURES = ("mac16_dual", "mac16_dual_tail", "mac16_dual_odd")
 
 
 def _instruction_source(board: Board) -> Board | None:

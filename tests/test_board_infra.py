@@ -149,3 +149,17 @@ def test_hung_program_times_out(tmp_path):
     elf = B.cross_build(board, [src], tmp_path).elf
     with pytest.raises(CheckFailed, match="timed out"):
         B.run_qemu(board, elf, timeout=1.0)
+
+
+def test_demo_stage_says_how_to_get_the_toolchain(monkeypatch, tmp_path):
+    import argparse
+
+    from stapes.commands.board import stage_board
+    from stapes.demo import STAGES, DemoContext
+
+    assert "stapes.commands.board:stage_board" in STAGES
+    monkeypatch.setattr(B, "toolchain_missing", lambda: f"missing qemu-system-arm; install with: {B.INSTALL_HINT}")
+    ctx = DemoContext(argparse.Namespace(), tmp_path / "out", tmp_path / "work")
+    stage_board(ctx)
+    (title, lines), = ctx.report
+    assert "Cortex-M4" in title and lines[0].startswith("skipped:") and "apt-get install" in lines[0]
