@@ -62,7 +62,8 @@ def test_cli_sweep_writes_csv_json_png(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args", [["--ranks", "0,3"], ["--ranks", "7"], ["--ranks", "a"], ["--finetune", "-1"]])
+@pytest.mark.parametrize("args", [["--ranks", "0,3"], ["--ranks", "7"], ["--ranks", "a"], ["--finetune", "-1"],
+                                  ["--finetune-ranks", "3"]])
 def test_cli_sweep_user_errors_exit_2(tmp_path, args):
     random_graph("mgu", n=6, i=5, o=3, task=MEM).save(tmp_path)
     try:

@@ -40,6 +40,8 @@ def run(args) -> int:
     graph = FloatGraph.load(args.model)
     if args.finetune < 0:
         raise UserError(f"--finetune must be >= 0, got {args.finetune}")
+    if args.finetune_ranks and not args.finetune:
+        raise UserError("--finetune-ranks needs --finetune STEPS")
     result = run_sweep(graph, args.ranks, finetune_steps=args.finetune, finetune_ranks=args.finetune_ranks,
                        joint=args.joint, seed=args.seed)
     with atomic_dir(args.out) as tmp:
