@@ -17,7 +17,7 @@ import struct
 import numpy as np
 
 from .dsp import rms
-from .engine import SAMPLE_RATE, resample_to_16k, say
+from .engine import SAMPLE_RATE, engine_version, resample_to_16k, say
 from .speech import SENTENCES, random_voice, split_index
 from .wav import parse_wav
 
@@ -108,10 +108,18 @@ def _recordings(rng: np.random.Generator, n: int, split: str) -> np.ndarray:
 
 
 def make_noise_bank(seed: int, split: str, seconds: float) -> dict[str, np.ndarray]:
-    """`seconds` of every available noise type for (seed, split), unit variance, float32."""
+    """`seconds` of every available noise type for (seed, split), unit variance, float32, read-only.
+
+    Kept in memory (the last few banks, per engine and noise types): VAD, denoise and KWS sets
+    of one seed share them."""
+    return _noise_bank(seed, split, seconds, engine_version(), noise_types())
+
+
+@functools.lru_cache(maxsize=4)
+def _noise_bank(seed: int, split: str, seconds: float, engine: str, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
     n = int(seconds * SAMPLE_RATE)
     bank = {}
-    for k, kind in enumerate(noise_types()):
+    for k, kind in enumerate(kinds):
         rng = np.random.default_rng([seed, split_index(split), 1000 + k])
         if kind == "white":
             y = rng.standard_normal(n)
@@ -124,6 +132,7 @@ def make_noise_bank(seed: int, split: str, seconds: float) -> dict[str, np.ndarr
         else:
             y = _recordings(rng, n, split)
         bank[kind] = (y / (np.std(y) + 1e-12)).astype(np.float32)
+        bank[kind].setflags(write=False)
     return bank
 
 
