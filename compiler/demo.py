@@ -7,7 +7,8 @@ Stage protocol (how to extend the demo)
   Stages run in list order; the report stage is last.
 * A stage reads what earlier stages left in ``ctx.artifacts`` (e.g. ``ctx.artifacts["model"]``,
   the trained model folder, a ``Path``) and adds its own (``ctx.artifacts["qmodel"] = ...``).
-  Artifact names in use: ``model`` (train), ``task`` (the Task object), ``train_metrics`` (dict).
+  Artifact names in use: ``model`` (train), ``task`` (the Task object), ``train_metrics`` (dict),
+  ``compressed`` (compress: the low-rank model folder), ``qmodel`` (fixed_point: the QModel folder).
 * It writes files only under ``ctx.stage_dir("<name>")`` (a subfolder of the demo's output, which
   is written atomically as a whole: nothing appears unless every stage succeeds).
 * It reports with ``ctx.section(title, lines)``: a titled block of short lines for the final report
@@ -44,13 +45,14 @@ STAGES: list[str] = [
 
 DEFAULT_OUT = "stapes-demo"
 # Per-task demo model and training (small, quick, reliable); training settings not given here come
-# from train.default_settings. Audio: engineer F's measurement (VAD, MGU-32, 200 steps of 16: ~0.88).
+# from train.default_settings. Audio: engineer F's measurements (VAD, MGU-32, 200 steps of 16: ~0.88;
+# KWS at its default sizes generates 3240 clips, minutes of work, so the demo asks for fewer).
 DEMO_TASKS = {
     "memorization": {"params": {"length": 5, "symbols": 2, "delay": 20}, "hidden": 64, "steps": 1500},
-    "frequency": {"params": {}, "hidden": 32, "steps": 600},
+    "frequency": {"params": {}, "hidden": 32, "steps": 600, "target": 0.99},
     "vad": {"params": {}, "hidden": 32, "steps": 200},
     "denoise": {"params": {}, "hidden": 32, "steps": 200},
-    "kws": {"params": {}, "hidden": 32, "steps": 200},
+    "kws": {"params": {"train_clips": 960, "val_clips": 120, "test_clips": 240}, "hidden": 32, "steps": 200},
 }
 
 
@@ -121,7 +123,7 @@ def stage_train(ctx: DemoContext) -> None:
     model_cfg = model_config_for(task, args.cell, hidden)
     settings = default_settings(task.name, args.cell)
     settings["steps"] = demo.get("steps", settings["steps"])
-    train_cfg = TrainConfig(**settings, seed=args.seed, target=1.0, eval_every=50)
+    train_cfg = TrainConfig(**settings, seed=args.seed, target=demo.get("target", 1.0), eval_every=50)
     ctx.log(f"training {args.cell.upper()} N={hidden} on {task.describe()}")
     model = RecurrentModel(model_cfg, seed=args.seed)
     metrics = train(model, task, train_cfg, progress=not args.quiet)

@@ -74,19 +74,25 @@ def lag1_autocorrelation(x: np.ndarray) -> float:
 
 
 def masked_cross_entropy(outputs, batch: Batch):
-    """Mean cross entropy of per-step logits (B, T, K) over the masked steps (torch)."""
+    """Mean cross entropy of logits (B, T, K) over the masked steps, or of every step / sequence
+    ((B, T, K) or (B, K)) when the batch has no mask (torch)."""
     import torch
     from torch.nn import functional as F
 
     y = torch.as_tensor(batch.y, device=outputs.device)
+    if batch.mask is None:
+        return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), y.reshape(-1))
     mask = torch.as_tensor(batch.mask, device=outputs.device)
     return F.cross_entropy(outputs[mask], y[mask])
 
 
 def masked_accuracy(outputs: np.ndarray, batch: Batch) -> tuple[float, float]:
-    """(per-step accuracy over masked steps, fraction of sequences with every masked step right)."""
+    """(accuracy over the masked steps, fraction of sequences with every masked step right).
+    Without a mask every step counts; for final outputs (B, K) both numbers are the accuracy."""
     correct = np.asarray(outputs).argmax(axis=-1) == batch.y
-    mask = batch.mask
+    if correct.ndim == 1:
+        return float(correct.mean()), float(correct.mean())
+    mask = np.ones_like(correct) if batch.mask is None else batch.mask
     per_step = float(correct[mask].mean())
     perfect = float(np.all(correct | ~mask, axis=1).mean())
     return per_step, perfect

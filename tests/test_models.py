@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from stapes.errors import UserError
 from stapes.extract import from_graph, to_graph
@@ -216,3 +217,20 @@ def test_to_graph_rebalance_after_fine_tuning():
     np.testing.assert_allclose(a.T @ a, np.diag(s), atol=1e-5)
     np.testing.assert_allclose(b @ b.T, np.diag(s), atol=1e-5)
     assert m.u.b is not None and not m.u.is_svd_form()  # the model itself is left alone
+
+
+@settings(max_examples=25)
+@given(cell=st.sampled_from(["rnn", "mgu"]), inputs=st.integers(1, 4), hidden=st.integers(1, 10),
+       outputs=st.integers(1, 3), steps=st.integers(1, 6), batch=st.integers(1, 3),
+       rank=st.one_of(st.none(), st.integers(1, 10)), mode=st.sampled_from(["per_step", "final"]),
+       seed=st.integers(0, 2 ** 16))
+def test_model_equals_its_graph_on_random_shapes(cell, inputs, hidden, outputs, steps, batch, rank, mode, seed):
+    ranks = None if rank is None else min(rank, hidden)
+    cfg = ModelConfig(cell=cell, input_size=inputs, hidden_size=hidden, output_size=outputs, readout_mode=mode,
+                      ranks=ranks)
+    m = RecurrentModel(cfg, seed=seed)
+    x = torch.randn(batch, steps, inputs, generator=torch.Generator().manual_seed(seed))
+    out, states = m(x)
+    g_out, g_states = to_graph(m).run(x.numpy())
+    np.testing.assert_allclose(g_states, _np(states), atol=2e-5)
+    np.testing.assert_allclose(g_out, _np(out), atol=2e-5)

@@ -188,3 +188,18 @@ def test_evaluate_graph_matches_task_metrics_of_graph_outputs():
     with pytest.raises(UserError, match="task"):
         evaluate_graph(to_graph(model, None, {}))
     assert isinstance(batch, Batch) and len(batch) == 64
+
+
+def test_generic_helpers_without_mask_and_for_final_outputs():
+    from stapes.tasks import masked_accuracy, masked_cross_entropy
+
+    y = np.array([[0, 1, 1], [1, 1, 0]])
+    logits = np.eye(2)[y] * 4.0
+    logits[1, 2] = [0.0, 4.0]  # one wrong step
+    b = Batch(np.zeros((2, 3, 1), np.float32), y, None)
+    assert masked_accuracy(logits, b) == (pytest.approx(5 / 6), 0.5)
+    full = torch.nn.functional.cross_entropy(torch.tensor(logits).reshape(-1, 2), torch.tensor(y).reshape(-1))
+    assert masked_cross_entropy(torch.tensor(logits), b).item() == pytest.approx(full.item())
+    final = Batch(np.zeros((3, 3, 1), np.float32), np.array([0, 1, 1]), None)
+    assert masked_accuracy(np.array([[1.0, 0], [0, 1], [1, 0]]), final) == (pytest.approx(2 / 3),) * 2
+    assert masked_cross_entropy(torch.tensor([[9.0, -9], [-9, 9], [-9, 9]]), final).item() < 1e-6

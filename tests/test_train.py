@@ -9,7 +9,6 @@ import torch
 
 from stapes.errors import UserError
 from stapes.evaluate import evaluate_graph
-from stapes.extract import to_graph
 from stapes.graph import FloatGraph, LowRank
 from stapes.models import RecurrentModel
 from stapes.tasks import make_task

@@ -11,8 +11,7 @@ from ..errors import UserError
 NAME = "train"
 HELP = "train an RNN or MGU on a task and write a model folder"
 DESCRIPTION = """Train an Elman RNN or MGU on a task and write a model folder (graph.json/graph.npz,
-model.pt, config.json, metrics.json). Example:
-  stapes train --task memorization --cell mgu --hidden 64 --delay 20 --seed 0 --out runs/x"""
+model.pt, config.json, metrics.json); stops early once the validation metric reaches --target."""
 
 # Task parameters with their own flags (memorization); any task takes --param KEY=VALUE.
 _TASK_FLAGS = ("length", "symbols", "delay", "hold")
