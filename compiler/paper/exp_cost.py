@@ -91,8 +91,7 @@ def r7_summarize(ctx, done) -> Section:
             axes[1].axhline(res["dense"][f"bytes_int{bits}"], color=f"C{i}", ls=":", lw=0.8)
         # Savings only for r < N/2: the low-rank recurrent MACs beat dense exactly when 2r < N.
         for row in res["rows"]:
-            saves = {row["recurrent_macs"] < res["dense"]["recurrent_macs"],
-                     row["runtime_macs"] < res["dense"]["runtime_macs"]}
+            saves = {row[k] < res["dense"][k] for k in ("recurrent_macs", "runtime_macs", "bytes_int8", "bytes_int16")}
             if saves != {2 * row["rank"] < n}:
                 violations.append(f"{cell} N={n} r={row['rank']}")
         break_even = max((row["rank"] for row in res["rows"]
@@ -114,7 +113,7 @@ def r7_summarize(ctx, done) -> Section:
     fp_drops = [c["float"] - c["int16"] for res in numbers.values() for c in res["chosen"] if "int16" in c]
     verdict = ("does not hold" if violations else
                "depends" if fixed_ran and any(d > 0.01 for d in fp_drops) else "holds")
-    reason = ("recurrent MACs fall below dense exactly for r < N/2 at every rank of "
+    reason = ("MACs and flash bytes (int8, int16) fall below dense exactly for r < N/2 at every rank of "
               + ", ".join(numbers) if not violations else "savings at r >= N/2 or none below: " + ", ".join(violations))
     if fixed_ran:
         reason += (f"; int16 at the chosen ranks is within {max(map(abs, fp_drops), default=0):.3f} of the float "

@@ -13,7 +13,7 @@ import numpy as np
 from .registry import Experiment, Section, register
 from .report import markdown_table
 from .settings import Settings, rank_grid
-from .stats import fmt_ms, mean_std, pearson
+from .stats import chance_level, fmt_ms, kept_above_chance, mean_std, pearson
 from .zoo import model_spec, task_config, trained_graph
 
 TRAINING = ("stapes.train:train (A)", "stapes.train:save_checkpoint (A)", "stapes.tasks:make_task (A)")
@@ -62,16 +62,24 @@ def summarize_sweeps(results: list[dict]) -> dict:
                      "recurrent_macs": first["recurrent_macs"], "params": first["params"],
                      "params_dense": first["params_dense"],
                      "param_saving": 1 - first["params"] / first["params_dense"]})
-    out = {"metric_name": results[0]["metric_name"], "dense": dense[0], "dense_std": dense[1],
+    out = {"metric_name": results[0]["metric_name"], "hidden_size": results[0]["hidden_size"],
+           "dense": dense[0], "dense_std": dense[1],
            "seeds": len(results), "coherence": float(np.mean([r["coherence"] for r in results])),
            "rows": rows}
+    tol = tolerance(out["metric_name"])
+    out["tolerance"] = tol
     for key, label in (("metric", "no_ft"), ("metric_finetuned", "ft")):
-        r_star = smallest_rank_within(rows, dense[0], key) if rows[0][key] is not None else None
+        r_star = smallest_rank_within(rows, dense[0], key, tol) if rows[0][key] is not None else None
         out[f"rank_{label}"] = r_star
         at = next((row for row in rows if row["rank"] == r_star), None)
         out[f"mac_saving_{label}"] = at["mac_saving"] if at else None
         out[f"param_saving_{label}"] = at["param_saving"] if at else None
     return out
+
+
+def tolerance(metric_name: str) -> float:
+    """"Within 1 point": 0.01 for the fraction metrics (accuracy, recall); 0.1 dB for metrics in dB."""
+    return 0.1 if metric_name.endswith("_db") else 0.01
 
 
 def _plot_curves(ctx, name: str, curves: dict, title: str, finetuned: bool) -> str:
@@ -88,7 +96,7 @@ def _plot_curves(ctx, name: str, curves: dict, title: str, finetuned: bool) -> s
         if finetuned and s["rows"][0]["metric_finetuned"] is not None:
             ax.plot(r, [row["metric_finetuned"] for row in s["rows"]], "s--", color=line.get_color(),
                     label=f"{label}, fine-tuned")
-        ax.axhline(s["dense"] - 0.01, color=line.get_color(), lw=0.6, ls=":")
+        ax.axhline(s["dense"] - s["tolerance"], color=line.get_color(), lw=0.6, ls=":")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("rank r of the recurrent matrices")
     ax.set_ylabel("primary metric (mean ± std over seeds)")
@@ -114,12 +122,10 @@ def r1_summarize(ctx, done) -> Section:
         figures.append(_plot_curves(ctx, f"r1_{t}_N{n}", curves, f"R1: {t}, N={n}", finetuned=True))
     table = []
     for key, st in stats.items():
-        n = int(key.split("N=")[1].split("/")[0])
         table.append([key, fmt_ms(st["dense"], st["dense_std"]), st["rank_no_ft"],
                       _pct(st["mac_saving_no_ft"]), _pct(st["param_saving_no_ft"]), st["rank_ft"],
-                      _pct(st["mac_saving_ft"]), f"{n}"])
-    compressible = [st["rank_no_ft"] is not None and 2 * st["rank_no_ft"] < int(k.split("N=")[1].split("/")[0])
-                    for k, st in stats.items()]
+                      _pct(st["mac_saving_ft"]), st["hidden_size"]])
+    compressible = [st["rank_no_ft"] is not None and 2 * st["rank_no_ft"] < st["hidden_size"] for st in stats.values()]
     if all(compressible):
         verdict = "holds"
     elif any(compressible):
@@ -128,7 +134,8 @@ def r1_summarize(ctx, done) -> Section:
         verdict = "does not hold"
     reason = "; ".join(f"{k}: r*={st['rank_no_ft']} ({_pct(st['mac_saving_no_ft'])} MACs saved)"
                        for k, st in stats.items())
-    body = ("Smallest rank whose mean metric (over seeds) stays within 1 point of the mean full-rank "
+    body = ("Smallest rank whose mean metric (over seeds) stays within 1 point (0.01; 0.1 dB for dB metrics) "
+            "of the mean full-rank "
             "metric at that rank and every larger swept rank, without and with fine-tuning (rank grid "
             f"{sorted({row['rank'] for st in stats.values() for row in st['rows']})}"
             "; r* = N means no swept rank below N passed). MAC saving: of the recurrent MACs per step; "
@@ -161,12 +168,13 @@ def knob_task(s: Settings, hold: int) -> dict:
     return task_config("memorization", s, hold=hold, delay=s.memo_delay + length * (max(s.holds) - hold))
 
 
-def _tolerance(st: dict, n: int) -> dict:
-    """Rank tolerance of one family: r*/N (lower = more tolerant) and the mean retained fraction of
-    the full-rank metric over the swept ranks below N (higher = more tolerant)."""
-    low = [row["metric"] / st["dense"] for row in st["rows"] if row["rank"] < n] if st["dense"] > 0 else []
-    return {"coherence": st["coherence"], "rank_fraction": (st["rank_no_ft"] or n) / n,
-            "retained": float(np.mean(low)) if low else 1.0, "dense": st["dense"]}
+def _tolerance(st: dict, n: int, task: dict) -> dict:
+    """Rank tolerance of one family: r*/N (lower = more tolerant) and the kept share of the above-chance
+    full-rank metric over the swept ranks below N (higher = more tolerant)."""
+    rows = st["rows"]
+    kept = kept_above_chance([r["rank"] for r in rows], [r["metric"] for r in rows], st["dense"], chance_level(task))
+    return {"coherence": st["coherence"], "rank_fraction": (st["rank_no_ft"] or n) / n, "kept": kept,
+            "dense": st["dense"]}
 
 
 def r2_summarize(ctx, done) -> Section:
@@ -178,22 +186,23 @@ def r2_summarize(ctx, done) -> Section:
                     lambda u: (u["model"]["task"]["name"], u["model"]["cell"], u["model"]["hidden"]))
     knob = _groups([d for d in done if d[0]["part"] == "knob"],
                    lambda u: (u["model"]["task"]["hold"], u["model"]["cell"], u["model"]["hidden"]))
-    per_task = {f"{t}/{c}": _tolerance(summarize_sweeps(rs), n) for (t, c, n), rs in sorted(tasks.items())}
-    per_hold = {f"hold={k}/{c}": {**_tolerance(summarize_sweeps(rs), n), "hold": k, "cell": c}
+    per_task = {f"{t}/{c}": _tolerance(summarize_sweeps(rs), n, rs[0]["task"])
+                for (t, c, n), rs in sorted(tasks.items())}
+    per_hold = {f"hold={k}/{c}": {**_tolerance(summarize_sweeps(rs), n, rs[0]["task"]), "hold": k, "cell": c}
                 for (k, c, n), rs in sorted(knob.items())}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for label, v in per_task.items():
-        axes[0].scatter(v["coherence"], v["retained"])
-        axes[0].annotate(label, (v["coherence"], v["retained"]), fontsize=7)
+        axes[0].scatter(v["coherence"], v["kept"])
+        axes[0].annotate(label, (v["coherence"], v["kept"]), fontsize=7)
     axes[0].set(xlabel="input coherence (lag-1 autocorrelation)",
-                ylabel="mean retained fraction of the metric, r < N", title="R2: across tasks")
+                ylabel="kept share of above-chance metric, r < N", title="R2: across tasks")
     cells = sorted({v["cell"] for v in per_hold.values()})
     for c in cells:
-        pts = sorted((v["coherence"], v["retained"], v["hold"]) for v in per_hold.values() if v["cell"] == c)
+        pts = sorted((v["coherence"], v["kept"], v["hold"]) for v in per_hold.values() if v["cell"] == c)
         axes[1].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=c)
         for p in pts:
             axes[1].annotate(f"hold {p[2]}", (p[0], p[1]), fontsize=7)
-    axes[1].set(xlabel="input coherence (lag-1 autocorrelation)", ylabel="mean retained fraction, r < N",
+    axes[1].set(xlabel="input coherence (lag-1 autocorrelation)", ylabel="kept share of above-chance metric, r < N",
                 title="R2: memorization, coherence knob (hold)")
     axes[1].legend()
     for ax in axes:
@@ -201,7 +210,7 @@ def r2_summarize(ctx, done) -> Section:
     figure = ctx.save_figure(fig, "r2_coherence")
     # The verdict rests on the controlled experiment: within each cell, correlate coherence with tolerance.
     corr = {c: pearson([v["coherence"] for v in per_hold.values() if v["cell"] == c],
-                       [v["retained"] for v in per_hold.values() if v["cell"] == c]) for c in cells}
+                       [v["kept"] for v in per_hold.values() if v["cell"] == c]) for c in cells}
     finite = [r for r in corr.values() if np.isfinite(r)]
     if finite and all(r > 0.5 for r in finite):
         verdict = "holds"
@@ -209,19 +218,20 @@ def r2_summarize(ctx, done) -> Section:
         verdict = "does not hold"
     else:
         verdict = "depends"
-    reason = ("coherence knob, Pearson r(coherence, retained metric): "
+    reason = ("coherence knob, Pearson r(coherence, kept): "
               + ", ".join(f"{c} {corr[c]:.2f}" for c in cells)
-              + "; across tasks: " + ", ".join(f"{k} coh={v['coherence']:.2f} retained={v['retained']:.2f} "
+              + "; across tasks: " + ", ".join(f"{k} coh={v['coherence']:.2f} kept={v['kept']:.2f} "
                                                f"r*/N={v['rank_fraction']:.2f}" for k, v in per_task.items()))
-    rows = [[k, v["coherence"], v["dense"], v["rank_fraction"], v["retained"]]
+    rows = [[k, v["coherence"], v["dense"], v["rank_fraction"], v["kept"]]
             for k, v in {**per_task, **per_hold}.items()]
-    body = ("Tolerance of a model family = the mean, over the swept ranks below N, of metric(r) / "
-            "metric(N) (higher = more tolerant), and r*/N (the smallest rank within 1 point, as a "
-            "fraction of N). Coherence = the task's lag-1 autocorrelation of its inputs (`Task.coherence`). "
+    body = ("Tolerance of a model family = *kept*, the mean over the swept ranks r < N of (metric(r) − chance) / "
+            "(metric(N) − chance), chance = 1/classes (higher = more tolerant), and r*/N (the smallest rank "
+            "within 1 point, as a fraction of N). Coherence = the task's lag-1 autocorrelation of its inputs "
+            "(`Task.coherence`). "
             "The controlled knob holds each memorized symbol for `hold` steps, with the delay shortened so "
             "that the span from the first symbol to the trigger is the same for every hold. Verdict: *holds* when "
             "tolerance rises with coherence (r > 0.5) for every cell in the controlled experiment.\n\n"
-            + markdown_table(["family", "coherence", "full-rank metric", "r*/N", "retained"], rows))
+            + markdown_table(["family", "coherence", "full-rank metric", "r*/N", "kept"], rows))
     return Section("R2", TITLES["R2"], CLAIMS["R2"], verdict, reason, body, [figure],
                    {"per_task": per_task, "per_hold": per_hold, "pearson_knob": corr})
 

@@ -1,5 +1,5 @@
-"""The fixed-point rows (R7) and the on-the-fly rank (OTF) call C's quantizer and its bit-exact
-integer reference (the spec the C runtime is tested against, op counts included) through this one
+"""The fixed-point rows (R7) and the on-the-fly rank (OTF) call C's quantizer, its bit-exact integer
+reference and the generated C (compiled by the cffi host harness, with op counters) through this one
 adapter, so the suite depends on C's API in one place only."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from .registry import Unavailable, missing_requirements
 FIXED_POINT = ("stapes.quantize:quantize_graph (C)", "stapes.quantize:quantize_input (C)",
                "stapes.quantize:dequantize_output (C)", "stapes.reference:run_reference (C)",
                "stapes.evaluate:eval_batch (A)", "stapes.evaluate:metrics_from_outputs (A)")
-ON_THE_FLY = FIXED_POINT
+ON_THE_FLY = FIXED_POINT + ("stapes.host:build (C)", "stapes.host:run_c (C)")
 CALIBRATION_SEED = 99
 
 
@@ -41,7 +41,32 @@ def fixed_point_metric(graph, bits: int, n: int) -> float:
     return _quantized_run(graph, bits, n, rank=None)["metric"]
 
 
-def run_at_rank(lowrank_graph, rank: int, n: int, bits: int = 16) -> dict:
-    """{"metric_name", "metric", "macs" per frame} of the fixed-point model of `lowrank_graph`
-    (quantized once, all its factors) run at the run-time `rank`."""
-    return _quantized_run(lowrank_graph, bits, n, rank=rank)
+def run_c_at_ranks(lowrank_graph, ranks: list[int], n: int, bits: int = 16) -> list[dict]:
+    """The generated C of `lowrank_graph` (quantized and compiled once, all its σ-sorted factors, with
+    op counters) run at each run-time rank: per rank {"rank", "metric_name", "metric", "macs" per frame
+    from the C counters, "bit_exact" (outputs and every state equal to the integer reference)}."""
+    missing = missing_requirements(ON_THE_FLY)
+    if missing:
+        raise Unavailable("needs " + ", ".join(missing))
+    import numpy as np
+
+    from ..evaluate import eval_batch, metrics_from_outputs
+    from ..host import build, run_c
+    from ..quantize import dequantize_output, quantize_graph, quantize_input
+    from ..reference import run_reference
+
+    task, batch = eval_batch(lowrank_graph.task, "test", n)
+    calib = task.sample("val", n, seed=CALIBRATION_SEED)
+    q = quantize_graph(lowrank_graph, calib_x=calib.x, weights=f"int{bits}")
+    x_q = quantize_input(q, batch.x)
+    module = build(q, count_ops=True)
+    frames = batch.x.shape[0] * batch.x.shape[1]
+    rows = []
+    for r in ranks:
+        y, states, ops = run_c(q, x_q, rank=r, module=module)
+        ref = run_reference(q, x_q, rank=r)
+        rows.append({"rank": r, "metric_name": task.primary_metric,
+                     "metric": metrics_from_outputs(task, dequantize_output(q, y), batch)[task.primary_metric],
+                     "macs": ops["mac"] / frames,
+                     "bit_exact": bool(np.array_equal(y, ref.outputs) and np.array_equal(states, ref.states))})
+    return rows

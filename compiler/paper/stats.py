@@ -33,5 +33,21 @@ def critical_delay(delays: Sequence[int], recall: Sequence[float], threshold: fl
     return t_star
 
 
+def chance_level(task: dict) -> float:
+    """The metric of guessing, for the tasks whose chance level is plain (1/classes); 0 otherwise."""
+    for key in ("symbols", "classes"):
+        if key in task:
+            return 1.0 / task[key]
+    return 0.0
+
+
+def kept_above_chance(ranks: Sequence[int], metric: Sequence[float], dense: float, chance: float) -> float:
+    """Mean over the ranks below the largest of (metric − chance) / (dense − chance): the share of the
+    full model's above-chance performance that survives truncation (NaN if dense is at chance)."""
+    top = max(ranks)
+    low = [(m - chance) / (dense - chance) for r, m in zip(ranks, metric) if r < top]
+    return float(np.mean(low)) if low and dense > chance else math.nan
+
+
 def fmt_ms(mean: float, std: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .settings import Settings
 
-# The name a profile's task list uses -> (registry name, parameters of the settings' size).
+# The profiles say "coherent"; A's registry calls its coherent task "frequency".
 COHERENT_TASK = "frequency"
 
 
