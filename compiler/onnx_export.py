@@ -52,7 +52,7 @@ def _f32(a: np.ndarray) -> np.ndarray:
 
 
 class _Builder:
-    """Collects nodes and initializers of one graph, with unique names."""
+    """Collects the nodes and initializers of one graph; a node is named after its output."""
 
     def __init__(self):
         from onnx import helper
@@ -68,13 +68,6 @@ class _Builder:
     def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
         self.nodes.append(self.helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
-
-
-def _cell_rows(cell) -> list[tuple[str, np.ndarray]]:
-    """The (input weight, bias) pairs of a cell's pre-activations, in ONNX gate order."""
-    if isinstance(cell, RNNCell):
-        return [("w", cell.w)]
-    return [("w_f", cell.w_f), ("w_h", cell.w_h)]
 
 
 def _recurrent_operator(g: _Builder, cell, x_tbi: str, h0_1bn: str) -> tuple[str, str]:

@@ -214,3 +214,40 @@ def test_corrupted_bytes_import_or_fail_cleanly(tmp_path_factory, op, flips):
         import_onnx(path)
     except UserError as e:
         assert "\n" not in str(e)
+
+
+def _mutate(m, kind: str, a: int, b: int) -> None:
+    """One structural defect: drop a node or initializer, retype a node, swap inputs, resize a tensor."""
+    g = m.graph
+    node, init = g.node[a % len(g.node)], g.initializer[a % len(g.initializer)]
+    if kind == "drop_node":
+        g.node.remove(node)
+    elif kind == "drop_initializer":
+        g.initializer.remove(init)
+    elif kind == "retype":
+        node.op_type = ["Relu", "Tanh", "Sigmoid", "Identity", "Add", "MatMul", "Gemm", "GRU", "RNN"][b % 9]
+    elif kind == "swap_inputs" and len(node.input) > 1:
+        i, j = b % len(node.input), (b + 1) % len(node.input)
+        node.input[i], node.input[j] = node.input[j], node.input[i]
+    elif kind == "resize":
+        arr = numpy_helper.to_array(init).reshape(-1)
+        if arr.dtype.kind == "f":
+            init.CopyFrom(numpy_helper.from_array(np.resize(arr, max(1, arr.size + (b % 5) - 2)), init.name))
+
+
+@settings(max_examples=60)
+@given(op=st.sampled_from(sorted(BASE)), edits=st.lists(st.tuples(
+    st.sampled_from(["drop_node", "drop_initializer", "retype", "swap_inputs", "resize"]),
+    st.integers(0, 50), st.integers(0, 50)), min_size=1, max_size=3))
+def test_structural_defects_import_or_fail_cleanly(tmp_path_factory, op, edits):
+    from stapes.errors import UserError
+    from stapes.onnx_import import import_onnx
+    m = onnx.load_model_from_string(BASE[op])
+    for kind, a, b in edits:
+        _mutate(m, kind, a, b)
+    path = tmp_path_factory.mktemp("defect") / "m.onnx"
+    path.write_bytes(m.SerializeToString())
+    try:
+        import_onnx(path)
+    except UserError as e:
+        assert "\n" not in str(e)

@@ -91,6 +91,21 @@ def test_torch_onnx_export_imports(tmp_path, batch_first, final, sigmoid, linear
     np.testing.assert_allclose(direct.run(xb)[0], graph.run(xb)[0], atol=1e-12)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_from_torch_rnn_equals_torch(bias):
+    torch.manual_seed(4)
+    rnn, lin = torch.nn.RNN(3, 7, bias=bias, batch_first=True), torch.nn.Linear(7, 2, bias=bias)
+    x = inputs(b=2, t=12)
+    with torch.no_grad():
+        seq, h = rnn(torch.tensor(x, dtype=torch.float32))
+        per_step, final = lin(seq).numpy(), torch.sigmoid(lin(h[0])).numpy()
+    np.testing.assert_allclose(from_torch_rnn(rnn, lin).run(x)[0], per_step, atol=ATOL, rtol=RTOL)
+    np.testing.assert_allclose(from_torch_rnn(rnn, lin, "final", "sigmoid").run(x)[0], final, atol=ATOL, rtol=RTOL)
+    identity = from_torch_rnn(rnn)                    # no readout: the outputs are the states
+    np.testing.assert_allclose(identity.run(x)[0], seq.numpy(), atol=ATOL, rtol=RTOL)
+    assert identity.task is None and identity.provenance["source"] == "torch.nn.RNN"
+
+
 def test_from_torch_rnn_rejects_other_modules():
     from stapes.errors import UserError
     with pytest.raises(UserError, match="nonlinearity 'relu'"):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 NAME = "export-onnx"
-HELP = "export a float model (dense or low-rank) to ONNX (RNN / tied-gate GRU operators, or a Scan with the factors)"
+HELP = ("export a float model (dense or low-rank) to ONNX (RNN / tied-gate GRU operators, "
+        "or a Scan with the factors)")
+CHECK_TOL = 1e-4      # relative: onnxruntime (float32) vs FloatGraph.run (float64) on seeded inputs
 
 
 def add_arguments(parser) -> None:
@@ -18,16 +20,26 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..errors import UserError
+    import numpy as np
+
+    from ..errors import CheckFailed, UserError
     from ..graph import FloatGraph
-    from ..onnx_export import OPSET, export_onnx, save_onnx
+    from ..onnx_export import OPSET, export_onnx, run_onnxruntime, save_onnx
 
     if Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a folder; give the .onnx file to write")
     graph = FloatGraph.load(args.model)
     model = export_onnx(graph, lowrank=args.lowrank, opset=args.opset or OPSET)
+    # Self-check before writing: onnxruntime must compute what the FloatGraph computes.
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 16, graph.input_size))
+    want = graph.run(x)[0]
+    got = run_onnxruntime(model, x)[0].astype(np.float64)
+    err = float(np.max(np.abs(got - want) / (1.0 + np.abs(want))))
+    if not err <= CHECK_TOL:
+        raise CheckFailed(f"onnxruntime differs from the model by {err:.3g} (relative) on random inputs; "
+                          f"nothing written")
     save_onnx(model, args.out)
     props = {p.key: p.value for p in model.metadata_props}
     print(f"wrote {args.out} (opset {model.opset_import[0].version}, cell {props['stapes.cell']}, "
-          f"lowrank {props['stapes.lowrank']})")
+          f"lowrank {props['stapes.lowrank']}); onnxruntime agrees to {err:.1e}")
     return 0
