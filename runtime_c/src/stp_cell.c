@@ -29,7 +29,11 @@ void stp_rnn_step_s16(const stp_gate_t *g, const int16_t *x, int16_t *h, int ran
     int n = g->w.rows, i;
     int16_t *pre = scratch, *z = scratch + n;
     gate_preact(g, x, h, rank, z, pre);
-    for (i = 0; i < n; i++) h[i] = stp_lut_q15(pre[i], g->table);
+    i = 0;
+#if defined(__AVX2__)
+    for (; i + 8 <= n; i += 8) stp_store_s16x8(h + i, stp_lut_q15_x8(stp_load_s16x8(pre + i), g->table));
+#endif
+    for (; i < n; i++) h[i] = stp_lut_q15(pre[i], g->table);
 }
 
 /* f = sigmoid(W_f x + U_f h + b_f); c = tanh(W_h x + U_h (f * h) + b_h); h <- h + f (c - h).
@@ -40,12 +44,27 @@ void stp_mgu_step_s16(const stp_gate_t *gf, const stp_gate_t *gh, const int16_t 
     int n = gf->w.rows, i;
     int16_t *f = scratch, *fh = scratch + n, *pre = scratch + 2 * n, *z = scratch + 3 * n;
     gate_preact(gf, x, h, rank, z, pre);
-    for (i = 0; i < n; i++) {
+    i = 0;
+#if defined(__AVX2__)
+    for (; i + 8 <= n; i += 8) { /* host x86: eight lanes per step (stp_fixed.h's AVX2 helpers) */
+        __m128i fv = stp_lut_q15_x8(stp_load_s16x8(pre + i), gf->table);
+        stp_store_s16x8(f + i, fv);
+        stp_store_s16x8(fh + i, stp_mul_q15_x8(fv, stp_load_s16x8(h + i)));
+    }
+#endif
+    for (; i < n; i++) {
         f[i] = stp_lut_q15(pre[i], gf->table);
         fh[i] = stp_mul_q15(f[i], h[i]);
     }
     gate_preact(gh, x, fh, rank, z, pre);
-    for (i = 0; i < n; i++) h[i] = stp_blend_q15(h[i], stp_lut_q15(pre[i], gh->table), f[i]);
+    i = 0;
+#if defined(__AVX2__)
+    for (; i + 8 <= n; i += 8) {
+        __m128i c = stp_lut_q15_x8(stp_load_s16x8(pre + i), gh->table);
+        stp_store_s16x8(h + i, stp_blend_q15_x8(stp_load_s16x8(h + i), c, stp_load_s16x8(f + i)));
+    }
+#endif
+    for (; i < n; i++) h[i] = stp_blend_q15(h[i], stp_lut_q15(pre[i], gh->table), f[i]);
 }
 
 /* y_o = act(sat16(shift(V_o h, shift_o) + bias_o)).  Counts per row: 1 shift, 1 add, 1 sat. */
