@@ -29,6 +29,7 @@ import numpy as np
 
 from stapes.emit_c import check_prefix, emit
 from stapes.errors import CheckFailed, UserError
+from stapes.fixedpoint import LUT_SIZE
 from stapes.ir import QGraph
 from stapes.reference import OP_KINDS, activation_tables, check_input
 
@@ -449,6 +450,21 @@ void stp_host_mul_q15(const int16_t *a, const int16_t *b, int16_t *out, long n);
 void stp_host_blend_q15(const int16_t *h, const int16_t *c, const int16_t *f, int16_t *out, long n);
 void stp_host_lut_q15(const int16_t *v, const int16_t *table, int16_t *out, long n);
 """
+# The AVX2 forms of the helpers (test only): python/stp_test_vector.c, appended to the Helpers
+# module's source and compiled nowhere else. Each returns -1 when the build has no AVX2. The file
+# is not package data (a wheel has no .c in stapes.host): there Helpers has the scalar helpers only.
+_VECTOR_SRC_FILE = Path(__file__).with_name("stp_test_vector.c")
+_VECTOR_CDEF = """
+int stp_test_vector_compiled(void);
+int stp_test_sat16_s64x4(const int64_t *v, int16_t *out, long n);
+int stp_test_shift_round_s64x4(const int64_t *v, const int8_t *s, int64_t *out, long n);
+int stp_test_shift_round_s32x8(const int32_t *v, const int8_t *s, int32_t *out, long n);
+int stp_test_mul_q15_x8(const int16_t *a, const int16_t *b, int16_t *out, long n);
+int stp_test_blend_q15_x8(const int16_t *h, const int16_t *c, const int16_t *f, int16_t *out, long n);
+int stp_test_lut_q15_x8(const int16_t *v, const int16_t *table, int16_t *out, long n);
+long stp_test_mul_q15_x8_rows(const int16_t *as, long na, int16_t *first);
+"""
+NO_AVX2_REASON = "host CPU has no AVX2; the vector helpers are not compiled"
 
 
 class Helpers:
@@ -456,12 +472,23 @@ class Helpers:
 
     def __init__(self):
         flags = WARNING_FLAGS + OPT_FLAGS
-        name = "_stapes_helpers_" + _digest([*_runtime_blob(), _HELPERS_SRC, flags, compiler(), sys.version_info[:2]])
-        self.mod = _compile_module(name, _HELPERS_CDEF, _HELPERS_SRC, {}, flags, [])
+        source, cdef = _HELPERS_SRC, _HELPERS_CDEF
+        vector_src = _VECTOR_SRC_FILE.read_text() if _VECTOR_SRC_FILE.is_file() else None
+        if vector_src is not None:
+            source, cdef = source + vector_src, cdef + _VECTOR_CDEF
+        name = "_stapes_helpers_" + _digest([*_runtime_blob(), source, flags, compiler(), sys.version_info[:2]])
+        self.mod = _compile_module(name, cdef, source, {}, flags, [])
+        # Why the AVX2 forms cannot be tested here (None: they can).
+        if vector_src is None:
+            self.vector_skip_reason = f"the test-only source {_VECTOR_SRC_FILE.name} is not installed"
+        elif not self.mod.lib.stp_test_vector_compiled():
+            self.vector_skip_reason = NO_AVX2_REASON
+        else:
+            self.vector_skip_reason = None
 
-    def _buf(self, a: np.ndarray):
-        ctype = {np.dtype(np.int16): "int16_t[]", np.dtype(np.int64): "int64_t[]",
-                 np.dtype(np.intc): "int[]"}[a.dtype]
+    def _buf(self, a: np.ndarray, ctype: str | None = None):
+        ctype = ctype or {np.dtype(np.int16): "int16_t[]", np.dtype(np.int64): "int64_t[]",
+                          np.dtype(np.intc): "int[]", np.dtype(np.int8): "int8_t[]"}[a.dtype]
         return self.mod.ffi.from_buffer(ctype, a)
 
     def _call(self, fn, out_dtype, *arrays):
@@ -491,6 +518,74 @@ class Helpers:
         out = np.empty(v.shape, dtype=np.int16)
         self.mod.lib.stp_host_lut_q15(self._buf(v), self._buf(table), self._buf(out), v.size)
         return out
+
+    # ---- the AVX2 forms (stp_test_vector.c): same arguments and results as the scalar ones ----
+    def _vector(self, fname: str, out_dtype, *arrays):
+        if self.vector_skip_reason is not None:
+            raise CheckFailed(self.vector_skip_reason)
+        arrays = [np.ascontiguousarray(a) for a in arrays]
+        out = np.empty(arrays[0].shape, dtype=out_dtype)
+        # int32 arrays are passed as int32_t (cffi tells int32_t from int, numpy does not)
+        bufs = [self._buf(a, "int32_t[]" if a.dtype == np.int32 else None) for a in [*arrays, out]]
+        rc = getattr(self.mod.lib, fname)(*bufs, out.size)
+        if rc != 0:
+            raise CheckFailed(f"{fname} returned {rc}")
+        return out
+
+    @staticmethod
+    def _shifts(s, lo: int, hi: int) -> np.ndarray:
+        s = np.asarray(s)
+        if s.size and (s.min() < lo or s.max() > hi):
+            raise ValueError(f"shifts must lie in [{lo}, {hi}] for this helper")
+        return s.astype(np.int8)
+
+    def sat16_s64x4(self, v):
+        """stp_sat16_s64x4 (4 int64 lanes, stored with stp_store_s16x4): twin of sat16."""
+        return self._vector("stp_test_sat16_s64x4", np.int16, np.asarray(v, dtype=np.int64))
+
+    def shift_round_s64x4(self, v, s):
+        """stp_shift_round_s64x4 (int8 shifts through stp_load_s8x4): twin of shift_round."""
+        v, s = np.broadcast_arrays(np.asarray(v, dtype=np.int64), self._shifts(s, -16, 31))
+        return self._vector("stp_test_shift_round_s64x4", np.int64, v, s)
+
+    def shift_round_s32x8(self, v, s):
+        """stp_shift_round_s32x8 (int32 lanes, shifts 1..31 only): twin of shift_round."""
+        v64 = np.asarray(v, dtype=np.int64)
+        if v64.size and (v64.min() < -(1 << 31) or v64.max() >= (1 << 31)):
+            raise ValueError("stp_shift_round_s32x8 takes int32 values")
+        v, s = np.broadcast_arrays(v64.astype(np.int32), self._shifts(s, 1, 31))
+        return self._vector("stp_test_shift_round_s32x8", np.int32, v, s)
+
+    def mul_q15_x8(self, a, b):
+        a, b = np.broadcast_arrays(np.asarray(a, dtype=np.int16), np.asarray(b, dtype=np.int16))
+        return self._vector("stp_test_mul_q15_x8", np.int16, a, b)
+
+    def blend_q15_x8(self, h, c, f):
+        h, c, f = np.broadcast_arrays(*(np.asarray(a, dtype=np.int16) for a in (h, c, f)))
+        return self._vector("stp_test_blend_q15_x8", np.int16, h, c, f)
+
+    def lut_q15_x8(self, v, table):
+        table = np.ascontiguousarray(np.asarray(table, dtype=np.int16))
+        if table.shape != (LUT_SIZE,):
+            raise ValueError(f"a table has {LUT_SIZE} entries (the gather reads up to entry {LUT_SIZE - 1})")
+        v = np.ascontiguousarray(np.asarray(v, dtype=np.int16))
+        out = np.empty(v.shape, dtype=np.int16)
+        if self.vector_skip_reason is not None:
+            raise CheckFailed(self.vector_skip_reason)
+        rc = self.mod.lib.stp_test_lut_q15_x8(self._buf(v), self._buf(table), self._buf(out), v.size)
+        if rc != 0:
+            raise CheckFailed(f"stp_test_lut_q15_x8 returned {rc}")
+        return out
+
+    def mul_q15_x8_rows(self, a) -> tuple[int, tuple | None]:
+        """stp_mul_q15_x8 against the scalar stp_mul_q15 in C, each value of `a` with every int16 b
+        (all 2^32 pairs for a = every int16): (mismatch count, first (a, b, vector, scalar) or None)."""
+        if self.vector_skip_reason is not None:
+            raise CheckFailed(self.vector_skip_reason)
+        a = np.ascontiguousarray(np.asarray(a, dtype=np.int16))
+        first = self.mod.ffi.new("int16_t[4]")
+        bad = int(self.mod.lib.stp_test_mul_q15_x8_rows(self._buf(a), a.size, first))
+        return bad, (tuple(int(x) for x in first) if bad else None)
 
 
 # ---- comparing C with the reference -----------------------------------------------------------------
