@@ -140,8 +140,8 @@ def ram_bytes(s: ModelShape) -> dict:
 
 # ----------------------------------------------------------------------------- estimates
 
-INSN_FEATURES = ("const", "row_calls8", "row_calls16", "dual_calls", "mac16_dual", "mac16_dual_tail",
-                 "mac16_dual_odd",
+INSN_FEATURES = ("const", "row_calls8", "row_calls16", "dual_calls", "dual_blocks", "dual_pairs_c",
+                 "mac16_dual", "mac16_dual_tail", "mac16_dual_odd",
                  "mac16_fast", "mac16_pair", "mac16_scalar", "mac8_fast",
                  "mac8_scalar", "gate_rows", "z_rows", "luts", "mgu_rows", "readout_rows")
 
@@ -169,15 +169,20 @@ def _add_dot(acc: dict, bits: int, n: int, w_aligned: bool, x_aligned: bool, dsp
     acc["kernel_calls"] = acc.get("kernel_calls", 0) + 1
 
 
+DSP_BLOCK = 16      # rows per stp_dsp_dot2_s16 call in the gates (STP_DSP_BLOCK in stp_matvec.c)
+
+
 def _matrix_macs(bits: int, rows: int, cols: int, x_aligned: bool, dsp: bool, acc: dict,
                  n: int | None = None, paired: bool = False) -> None:
     """Add the work of a row-major (rows, cols) matrix times an int16 vector (first n columns).
 
     Arrays start word aligned (gcc aligns arrays on ARM); row i starts i * cols elements in.
     With `paired` (the gates' DSP branch for int16 weights, mirroring stp_matvec.c) rows go in
-    pairs through stp_dsp_dot2_s16: aligned pairs run its LDM loop (`mac16_dual`, 8 columns at a
-    time), SMLAD pairs (`mac16_dual_tail`) and one last column (`mac16_dual_odd`); unaligned pairs
-    fall back to two single dots."""
+    blocks of up to DSP_BLOCK rows (`dual_blocks`, one stp_dsp_dot2_s16 call each) of row pairs
+    (`dual_calls`): aligned pairs run its LDM loop (`mac16_dual`, 8 columns at a time) -- the whole
+    block in assembly when n is a multiple of 8, else a C loop per pair (`dual_pairs_c`) with SMLAD
+    pairs (`mac16_dual_tail`) and one last column (`mac16_dual_odd`); unaligned pairs fall back to
+    two single dots."""
     n = cols if n is None else n
     esize = bits // 8
     if not (paired and dsp and bits == 16):
@@ -185,9 +190,13 @@ def _matrix_macs(bits: int, rows: int, cols: int, x_aligned: bool, dsp: bool, ac
             _add_dot(acc, bits, n, (i * cols * esize) % 4 == 0, x_aligned, dsp)
             acc["row_calls"] = acc.get("row_calls", 0) + 1
         return
+    paired_rows = rows - rows % 2
+    acc["dual_blocks"] = acc.get("dual_blocks", 0) + -(-paired_rows // DSP_BLOCK)
     for i in range(0, rows - 1, 2):
         acc["dual_calls"] = acc.get("dual_calls", 0) + 1
         aligned = (i * cols * esize) % 4 == 0 and (cols * esize) % 4 == 0 and x_aligned
+        if aligned and (n % 8 != 0 or n == 0):
+            acc["dual_pairs_c"] = acc.get("dual_pairs_c", 0) + 1
         if aligned:
             acc["mac16_dual"] = acc.get("mac16_dual", 0) + 2 * (n & ~7)
             acc["mac16_dual_tail"] = acc.get("mac16_dual_tail", 0) + 2 * (n % 8 - n % 2)

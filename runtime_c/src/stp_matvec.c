@@ -355,25 +355,52 @@ static int stp_x86_gate_rows(const stp_gate_t *g, const int16_t *x, const stp_ma
 #endif
 
 #if defined(__ARM_FEATURE_DSP)
-/* DSP only (engineer D): rows w and w + stride (int16) . x (n,) -> acc[0], acc[1]. Two rows share
- * each input load: per 8 columns, 5 LDM + 8 SMLAD + loop = 16 MACs in 15 instructions, one call
- * per row pair; then SMLAD pairs, then one last column. Needs both rows and x word aligned, else
- * two stp_dot_s16_s16 calls (same sums). SMLAD wraps modulo 2^32; every partial sum fits int32
- * (proven), so the sums are exact in any order. */
-__attribute__((noinline)) static void stp_dsp_dot2_s16(const int16_t *w, int stride, const int16_t *x, int n,
-                                                       int32_t *acc)
+/* DSP only (engineers D, J): rows w + i stride, i = 0 .. rows - 1 (rows even), int16 . x (n,) ->
+ * acc (rows,). Rows go in pairs that share each input load: per 8 columns, 5 LDM + 8 SMLAD +
+ * loop = 16 MACs in 15 instructions; then SMLAD pairs, then one last column. One call covers a
+ * block of row pairs, so the call, the alignment check and the loop bounds are paid once per
+ * block, not once per pair (what made short rows, e.g. A z with 16 columns, expensive). Needs the
+ * rows and x word aligned (w and x aligned, stride even), else one stp_dot_s16_s16 per row (same
+ * sums). SMLAD wraps modulo 2^32; every partial sum fits int32 (proven), so the sums are exact in
+ * any order. */
+__attribute__((noinline)) static void stp_dsp_dot2_s16(const int16_t *w, int stride, int rows, const int16_t *x,
+                                                       int n, int32_t *acc)
 {
-    const int16_t *p0 = w, *p1 = w + stride, *px = x, *xend = x + n;
-    int32_t a0 = 0, a1 = 0;
-    if (((((uintptr_t)p0) | ((uintptr_t)p1) | ((uintptr_t)px)) & 3u) != 0u) {
-        acc[0] = stp_dot_s16_s16(p0, x, n);
-        acc[1] = stp_dot_s16_s16(p1, x, n);
+    const int16_t *end8 = x + (n & ~7), *xend = x + n;
+    int i;
+    if (((((uintptr_t)w) | ((uintptr_t)x)) & 3u) != 0u || (stride & 1) != 0) {
+        for (i = 0; i < rows; i++) acc[i] = stp_dot_s16_s16(w + i * stride, x, n);
         return;
     }
-    STP_COUNT(mac, 2 * n);
-    if (n >= 8) {
-        const int16_t *end8 = px + (n & ~7);
+    STP_COUNT(mac, rows * n);
+    if ((n & 7) == 0 && n > 0 && rows > 0) {
+        /* The whole block in one loop: per pair, the first 8 columns start the sums with SMUAD,
+         * the rest run the 8-column loop, STRD stores both sums; the pair's set-up and advance
+         * are 9 instructions (x, the row step and the end are read from the stack). */
+        const int16_t *p0 = w, *p1 = w + stride, *px;
+        const int16_t *xm = x;
+        const int32_t *outend = acc + rows;
+        int32_t *out = acc;
+        int32_t a0, a1;
+        ptrdiff_t adv = (ptrdiff_t)(stride - n) * 2, sb = (ptrdiff_t)stride * 2;  /* bytes */
         __asm__ volatile(
+            "2:\n\t"
+            "ldr %[px], %[xm]\n\t"
+            "ldmia %[px]!, {r4, r5, r6, r8}\n\t"
+            "ldmia %[p0]!, {r9, r10}\n\t"
+            "smuad %[a0], r9, r4\n\t"
+            "smlad %[a0], r10, r5, %[a0]\n\t"
+            "ldmia %[p1]!, {r9, r10}\n\t"
+            "smuad %[a1], r9, r4\n\t"
+            "smlad %[a1], r10, r5, %[a1]\n\t"
+            "ldmia %[p0]!, {r9, r10}\n\t"
+            "smlad %[a0], r9, r6, %[a0]\n\t"
+            "smlad %[a0], r10, r8, %[a0]\n\t"
+            "ldmia %[p1]!, {r9, r10}\n\t"
+            "smlad %[a1], r9, r6, %[a1]\n\t"
+            "smlad %[a1], r10, r8, %[a1]\n\t"
+            "cmp %[px], %[end]\n\t"
+            "beq 3f\n\t"
             "1:\n\t"
             "ldmia %[px]!, {r4, r5, r6, r8}\n\t"
             "ldmia %[p0]!, {r9, r10}\n\t"
@@ -390,25 +417,64 @@ __attribute__((noinline)) static void stp_dsp_dot2_s16(const int16_t *w, int str
             "smlad %[a1], r10, r8, %[a1]\n\t"
             "cmp %[px], %[end]\n\t"
             "bne 1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [px] "+r"(px), [p0] "+r"(p0), [p1] "+r"(p1)
-            : [end] "r"(end8)
+            "3:\n\t"
+            "strd %[a0], %[a1], [%[out]], #8\n\t"
+            "ldr r9, %[advm]\n\t"
+            "add %[p0], %[p1], r9\n\t"
+            "ldr r9, %[sbm]\n\t"
+            "add %[p1], %[p0], r9\n\t"
+            "ldr r9, %[outendm]\n\t"
+            "cmp %[out], r9\n\t"
+            "bne 2b\n\t"
+            : [a0] "=&r"(a0), [a1] "=&r"(a1), [px] "=&r"(px), [p0] "+r"(p0), [p1] "+r"(p1), [out] "+r"(out)
+            : [end] "r"(x + n), [xm] "m"(xm), [advm] "m"(adv), [sbm] "m"(sb), [outendm] "m"(outend)
             : "r4", "r5", "r6", "r8", "r9", "r10", "cc", "memory");
+        return;
     }
-    for (; xend - px >= 2; px += 2, p0 += 2, p1 += 2) {
-        int32_t xp, wp0, wp1;
-        __builtin_memcpy(&xp, px, 4);
-        __builtin_memcpy(&wp0, p0, 4);
-        __builtin_memcpy(&wp1, p1, 4);
-        a0 = __smlad(wp0, xp, a0);
-        a1 = __smlad(wp1, xp, a1);
+    for (i = 0; i < rows; i += 2, w += 2 * stride) {
+        const int16_t *p0 = w, *p1 = w + stride, *px = x;
+        int32_t a0 = 0, a1 = 0;
+        if (px != end8) {
+            __asm__ volatile(
+                "1:\n\t"
+                "ldmia %[px]!, {r4, r5, r6, r8}\n\t"
+                "ldmia %[p0]!, {r9, r10}\n\t"
+                "smlad %[a0], r9, r4, %[a0]\n\t"
+                "smlad %[a0], r10, r5, %[a0]\n\t"
+                "ldmia %[p1]!, {r9, r10}\n\t"
+                "smlad %[a1], r9, r4, %[a1]\n\t"
+                "smlad %[a1], r10, r5, %[a1]\n\t"
+                "ldmia %[p0]!, {r9, r10}\n\t"
+                "smlad %[a0], r9, r6, %[a0]\n\t"
+                "smlad %[a0], r10, r8, %[a0]\n\t"
+                "ldmia %[p1]!, {r9, r10}\n\t"
+                "smlad %[a1], r9, r6, %[a1]\n\t"
+                "smlad %[a1], r10, r8, %[a1]\n\t"
+                "cmp %[px], %[end]\n\t"
+                "bne 1b\n\t"
+                : [a0] "+r"(a0), [a1] "+r"(a1), [px] "+r"(px), [p0] "+r"(p0), [p1] "+r"(p1)
+                : [end] "r"(end8)
+                : "r4", "r5", "r6", "r8", "r9", "r10", "cc", "memory");
+        }
+        for (; xend - px >= 2; px += 2, p0 += 2, p1 += 2) {
+            int32_t xp, wp0, wp1;
+            __builtin_memcpy(&xp, px, 4);
+            __builtin_memcpy(&wp0, p0, 4);
+            __builtin_memcpy(&wp1, p1, 4);
+            a0 = __smlad(wp0, xp, a0);
+            a1 = __smlad(wp1, xp, a1);
+        }
+        if (px != xend) {
+            a0 += (int32_t)*p0 * *px;
+            a1 += (int32_t)*p1 * *px;
+        }
+        acc[i] = a0;
+        acc[i + 1] = a1;
     }
-    if (px != xend) {
-        a0 += (int32_t)*p0 * *px;
-        a1 += (int32_t)*p1 * *px;
-    }
-    acc[0] = a0;
-    acc[1] = a1;
 }
+
+/* Rows per stp_dsp_dot2_s16 call in the gates (even; int32 sums of a block live on the stack). */
+#define STP_DSP_BLOCK 16
 #endif
 
 /* W (N, I) @ x + U (N, N) @ h + bias -> pre (N,) in the gate's table input format. */
@@ -416,13 +482,15 @@ void stp_gate_dense_s16(const stp_gate_t *g, const int16_t *x, const int16_t *h,
 {
     int i = 0;
 #if defined(__ARM_FEATURE_DSP)
-    if (g->w.w16 != 0 && g->u.w16 != 0) { /* int16 weights: two rows per kernel call (engineer D) */
-        int32_t ax[2], ar[2];
-        for (i = 0; i + 1 < g->w.rows; i += 2) {
-            stp_dsp_dot2_s16(g->w.w16 + i * g->w.cols, g->w.cols, x, g->w.cols, ax);
-            stp_dsp_dot2_s16(g->u.w16 + i * g->u.cols, g->u.cols, h, g->u.cols, ar);
-            pre[i] = combine(g, i, ax[0], ar[0]);
-            pre[i + 1] = combine(g, i + 1, ax[1], ar[1]);
+    if (g->w.w16 != 0 && g->u.w16 != 0) { /* int16 weights: blocks of row pairs (engineers D, J) */
+        int32_t ax[STP_DSP_BLOCK], ar[STP_DSP_BLOCK];
+        int j, count;
+        for (i = 0; i + 1 < g->w.rows; i += count) {
+            count = (g->w.rows - i) & ~1;
+            if (count > STP_DSP_BLOCK) count = STP_DSP_BLOCK;
+            stp_dsp_dot2_s16(g->w.w16 + i * g->w.cols, g->w.cols, count, x, g->w.cols, ax);
+            stp_dsp_dot2_s16(g->u.w16 + i * g->u.cols, g->u.cols, count, h, g->u.cols, ar);
+            for (j = 0; j < count; j++) pre[i + j] = combine(g, i + j, ax[j], ar[j]);
         }
         if (i < g->w.rows)
             pre[i] = combine(g, i, row_dot(&g->w, i, x, g->w.cols), row_dot(&g->u, i, h, g->u.cols));
@@ -445,20 +513,23 @@ void stp_gate_lowrank_s16(const stp_gate_t *g, const int16_t *x, const int16_t *
     int i = 0, k = 0;
     if (rank > g->b.rows) rank = g->b.rows;
 #if defined(__ARM_FEATURE_DSP)
-    if (g->w.w16 != 0 && g->b.w16 != 0 && g->a.w16 != 0) { /* int16: row pairs (engineer D) */
-        int32_t a2[2], r2[2];
-        for (k = 0; k + 1 < rank; k += 2) {
-            stp_dsp_dot2_s16(g->b.w16 + k * g->b.cols, g->b.cols, h, g->b.cols, a2);
-            z[k] = stp_sat16(stp_shift_round_s64(a2[0], g->z_shift[k]));
-            z[k + 1] = stp_sat16(stp_shift_round_s64(a2[1], g->z_shift[k + 1]));
+    if (g->w.w16 != 0 && g->b.w16 != 0 && g->a.w16 != 0) { /* int16: blocks of row pairs (engineers D, J) */
+        int32_t ax[STP_DSP_BLOCK], ar[STP_DSP_BLOCK];
+        int j, count;
+        for (k = 0; k + 1 < rank; k += count) {
+            count = (rank - k) & ~1;
+            if (count > STP_DSP_BLOCK) count = STP_DSP_BLOCK;
+            stp_dsp_dot2_s16(g->b.w16 + k * g->b.cols, g->b.cols, count, h, g->b.cols, ar);
+            for (j = 0; j < count; j++) z[k + j] = stp_sat16(stp_shift_round_s64(ar[j], g->z_shift[k + j]));
         }
         if (k < rank)
             z[k] = stp_sat16(stp_shift_round_s64(row_dot(&g->b, k, h, g->b.cols), g->z_shift[k]));
-        for (i = 0; i + 1 < g->w.rows; i += 2) {
-            stp_dsp_dot2_s16(g->w.w16 + i * g->w.cols, g->w.cols, x, g->w.cols, a2);
-            stp_dsp_dot2_s16(g->a.w16 + i * g->a.cols, g->a.cols, z, rank, r2);
-            pre[i] = combine(g, i, a2[0], r2[0]);
-            pre[i + 1] = combine(g, i + 1, a2[1], r2[1]);
+        for (i = 0; i + 1 < g->w.rows; i += count) {
+            count = (g->w.rows - i) & ~1;
+            if (count > STP_DSP_BLOCK) count = STP_DSP_BLOCK;
+            stp_dsp_dot2_s16(g->w.w16 + i * g->w.cols, g->w.cols, count, x, g->w.cols, ax);
+            stp_dsp_dot2_s16(g->a.w16 + i * g->a.cols, g->a.cols, count, z, rank, ar);
+            for (j = 0; j < count; j++) pre[i + j] = combine(g, i + j, ax[j], ar[j]);
         }
         if (i < g->w.rows)
             pre[i] = combine(g, i, row_dot(&g->w, i, x, g->w.cols), row_dot(&g->a, i, z, rank));
