@@ -303,7 +303,3 @@ class RecurrentModel(nn.Module):
         if self.config.readout_mode == "final":
             return self.readout(states[:, -1]), states
         return self.readout(states), states
-
-
-def build_model(config: ModelConfig, seed: int = 0) -> RecurrentModel:
-    return RecurrentModel(config, seed=seed)

@@ -236,7 +236,7 @@ def _cell_from_node(gr: _Graph, node, attrs: dict):
     r = gr.const(ins[2], f"{op} input R")
     if w.ndim != 3 or w.shape[0] != 1 or w.shape[1] % gates:
         _fail(f"{gr.name}: {op} input W has shape {w.shape}, expected (1, {gates}*hidden, input)")
-    n, i = w.shape[1] // gates, w.shape[2]
+    n = w.shape[1] // gates
     if "hidden_size" in attrs and attrs["hidden_size"] != n:
         _fail(f"{gr.name}: {op} hidden_size = {attrs['hidden_size']} but W has {w.shape[1]} rows "
               f"(expected {gates}*hidden_size)")

@@ -30,7 +30,7 @@ from .errors import UserError
 from .extract import to_graph
 from .fsutil import atomic_dir, write_json
 from .models import ModelConfig, RecurrentModel
-from .tasks import Batch, Task, make_task
+from .tasks import Batch, Task
 
 CHECKPOINT_FORMAT = "stapes.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -262,8 +262,3 @@ def load_checkpoint(folder: str | Path) -> tuple[RecurrentModel, dict]:
     except RuntimeError as e:
         raise UserError(f"{state_path}: does not match config.json ({str(e).splitlines()[0]})") from None
     return model, config
-
-
-def task_of_checkpoint(config: dict) -> Task:
-    params = dict(config["task"])
-    return make_task(params.pop("name"), **params)

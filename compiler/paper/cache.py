@@ -37,9 +37,6 @@ class RunCache:
     def result_path(self, kind: str, params: dict) -> Path:
         return self.root / "runs" / f"{kind}-{run_key(kind, params)}.json"
 
-    def has_result(self, kind: str, params: dict) -> bool:
-        return self.result_path(kind, params).is_file()
-
     def result(self, kind: str, params: dict, compute: Callable[[], dict]) -> dict:
         """The cached result of (kind, params), computing and storing it first if needed."""
         path = self.result_path(kind, params)

@@ -74,7 +74,3 @@ def compute_perturbations(ctx, unit: dict) -> dict:
         points.append(point("quant", quant_delta(graph, bits), bits=bits))
     return {"metric_name": name, "dense": metrics_from_outputs(task, outputs, batch)[name],
             "delay": graph.task.get("delay"), "weight_norm": w_norm, "points": points}
-
-
-def mean_over(points: list[dict], key: str) -> float:
-    return float(np.mean([p[key] for p in points]))

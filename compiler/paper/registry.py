@@ -83,13 +83,6 @@ def missing_requirements(requires: tuple[str, ...]) -> list[str]:
     return missing
 
 
-def require(*requires: str) -> None:
-    """Raise `Unavailable` naming whatever of `requires` is missing (for optional parts)."""
-    missing = missing_requirements(tuple(requires))
-    if missing:
-        raise Unavailable("needs " + ", ".join(missing))
-
-
 def load_all() -> dict[str, Experiment]:
     """Import the experiment modules (they register themselves) and return the registry."""
     from . import exp_cost, exp_memory, exp_onthefly, exp_perturb, exp_rank  # noqa: F401
