@@ -186,7 +186,8 @@ static inline __attribute__((always_inline)) void stp_x86_dot4(const int8_t *w8,
 #if defined(__AVX2__)
 /* AVX2: rows w + k stride (k = 0..7) . x (n,) -> out[0..7]. Per row one accumulator of 8 int32
  * lanes (16 columns per VPMADDWD; an 8-column rest goes into the low half), then three rounds of
- * VPHADDD and one cross-half add reduce the eight rows together. */
+ * VPHADDD and one cross-half add reduce the eight rows together. Rows of 8 .. 15 columns (e.g. the
+ * input weights) take one 128-bit VPMADDWD per row and two 128-bit VPHADDD trees instead. */
 static inline __attribute__((always_inline)) void stp_x86_dot8(const int8_t *w8, const int16_t *w16, ptrdiff_t stride,
                                                                const int16_t *x, int n, int32_t *out)
 {
@@ -194,8 +195,6 @@ static inline __attribute__((always_inline)) void stp_x86_dot8(const int8_t *w8,
     ptrdiff_t j = 0;
     int k;
 #define STP_X86_FULL(acc, row) acc = _mm256_madd_epi16(stp_x86_load16(w8, w16, j + (row) * stride), yv)
-#define STP_X86_HALF(acc, row) \
-    acc = _mm256_zextsi128_si256(_mm_madd_epi16(stp_x86_load8(w8, w16, j + (row) * stride), xv))
     if (n >= 16) {  /* the first 16 columns set the accumulators, the rest add to them */
         __m256i yv = _mm256_loadu_si256((const __m256i *)(const void *)x);
         STP_X86_FULL(a0, 0); STP_X86_FULL(a1, 1);
@@ -225,18 +224,27 @@ static inline __attribute__((always_inline)) void stp_x86_dot8(const int8_t *w8,
             a7 = _mm256_add_epi32(a7, _mm256_zextsi128_si256(_mm_madd_epi16(stp_x86_load8(w8, w16, j + 7 * stride), xv)));
             j += 8;
         }
-    } else if (n >= 8) {  /* short rows (e.g. the input weights): one 8-column step sets them */
-        __m128i xv = _mm_loadu_si128((const __m128i *)(const void *)x);
-        STP_X86_HALF(a0, 0); STP_X86_HALF(a1, 1);
-        STP_X86_HALF(a2, 2); STP_X86_HALF(a3, 3);
-        STP_X86_HALF(a4, 4); STP_X86_HALF(a5, 5);
-        STP_X86_HALF(a6, 6); STP_X86_HALF(a7, 7);
-        j = 8;
+    } else if (n >= 8) {  /* short rows (e.g. the input weights): one 8-column step, 128-bit tree */
+        __m128i xv = _mm_loadu_si128((const __m128i *)(const void *)x), c0, c1, c2, c3;
+        c0 = _mm_madd_epi16(stp_x86_load8(w8, w16, 0), xv);
+        c1 = _mm_madd_epi16(stp_x86_load8(w8, w16, stride), xv);
+        c2 = _mm_madd_epi16(stp_x86_load8(w8, w16, 2 * stride), xv);
+        c3 = _mm_madd_epi16(stp_x86_load8(w8, w16, 3 * stride), xv);
+        _mm_storeu_si128((__m128i *)(void *)out, _mm_hadd_epi32(_mm_hadd_epi32(c0, c1), _mm_hadd_epi32(c2, c3)));
+        c0 = _mm_madd_epi16(stp_x86_load8(w8, w16, 4 * stride), xv);
+        c1 = _mm_madd_epi16(stp_x86_load8(w8, w16, 5 * stride), xv);
+        c2 = _mm_madd_epi16(stp_x86_load8(w8, w16, 6 * stride), xv);
+        c3 = _mm_madd_epi16(stp_x86_load8(w8, w16, 7 * stride), xv);
+        _mm_storeu_si128((__m128i *)(void *)(out + 4),
+                         _mm_hadd_epi32(_mm_hadd_epi32(c0, c1), _mm_hadd_epi32(c2, c3)));
+        for (j = 8; j < n; j++)
+            for (k = 0; k < 8; k++)
+                out[k] += (int32_t)(w8 != 0 ? w8[j + k * stride] : w16[j + k * stride]) * x[j];
+        return;
     } else {
         a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = _mm256_setzero_si256();
     }
 #undef STP_X86_FULL
-#undef STP_X86_HALF
     h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
     h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a4, a5), _mm256_hadd_epi32(a6, a7));
     /* h0 = rows 0..3 (low-half sums | high-half sums), h1 = rows 4..7: add the halves */
@@ -247,6 +255,9 @@ static inline __attribute__((always_inline)) void stp_x86_dot8(const int8_t *w8,
             out[k] += (int32_t)(w8 != 0 ? w8[j + k * stride] : w16[j + k * stride]) * x[j];
 }
 #endif
+
+/* Rows per stp_x86_matvec call in the gates (a multiple of 8; the int32 sums live on the stack). */
+#define STP_X86_BLOCK 128
 
 /* Rows w + i stride, i = 0 .. rows - 1 (rows a multiple of 4) . x (n,) -> out (rows,). */
 static inline __attribute__((always_inline)) void stp_x86_rows(const int8_t *w8, const int16_t *w16, int stride,
@@ -336,15 +347,16 @@ static void stp_x86_combine8(const stp_gate_t *g, int i, const int32_t *ax, cons
 }
 
 /* Host x86: pre = combine(W x, R v) for the gate's rows in multiples of 4, R (N, >= nv) applied to
- * the first nv entries of v; blocks of up to 32 rows keep the int32 sums on the stack. Returns the
+ * the first nv entries of v; blocks of up to STP_X86_BLOCK rows keep the int32 sums on the stack
+ * (each stp_x86_matvec call has a fixed set-up cost, so few large blocks beat many small ones). Returns the
  * number of rows done (the caller finishes the last N mod 4). */
 static int stp_x86_gate_rows(const stp_gate_t *g, const int16_t *x, const stp_mat_t *r, const int16_t *v, int nv,
                              int16_t *pre)
 {
-    int32_t ax[32], ar[32];
+    int32_t ax[STP_X86_BLOCK], ar[STP_X86_BLOCK];
     int i0, k, count, rows = g->w.rows - g->w.rows % 4;
     for (i0 = 0; i0 < rows; i0 += count) {
-        count = rows - i0 < 32 ? rows - i0 : 32;
+        count = rows - i0 < STP_X86_BLOCK ? rows - i0 : STP_X86_BLOCK;
         stp_x86_matvec(&g->w, i0, count, x, g->w.cols, ax);
         stp_x86_matvec(r, i0, count, v, nv, ar);
         for (k = 0; k + 8 <= count; k += 8) stp_x86_combine8(g, i0 + k, ax + k, ar + k, pre);
@@ -537,11 +549,11 @@ void stp_gate_lowrank_s16(const stp_gate_t *g, const int16_t *x, const int16_t *
     }
 #endif
 #if defined(__SSE2__)
-    { /* host x86: B h in blocks of up to 32 rows (multiples of 4), then the gate's rows */
-        int32_t az[32];
+    { /* host x86: B h in blocks of up to STP_X86_BLOCK rows (multiples of 4), then the gate's rows */
+        int32_t az[STP_X86_BLOCK];
         int j, count;
         for (; k + 4 <= rank; k += count) {
-            count = rank - k < 32 ? (rank - k) - (rank - k) % 4 : 32;
+            count = rank - k < STP_X86_BLOCK ? (rank - k) - (rank - k) % 4 : STP_X86_BLOCK;
             stp_x86_matvec(&g->b, k, count, h, g->b.cols, az);
 #if defined(__AVX2__)
             for (j = 0; j < count; j += 4)
