@@ -130,7 +130,23 @@ def test_degradation_policy_picks_a_rank_whose_predicted_drop_is_small():
     g = random_graph("mgu", n=8, i=4, task=task)
     assert compress_graph(g, RankPolicy("degradation", 1.0)).cell.u_f.rank == 1
     c = compress_graph(g, RankPolicy("degradation", 0.0))
-    assert 1 <= c.cell.u_f.rank <= 8
+    r = c.cell.u_f.rank
+    assert c.cell.u_h.rank == r
+
+    # The policy's promise: the predicted drop at r is within the bound, and one rank less is not.
+    from stapes import perturbation
+    from stapes.compress import with_rank
+    task, batch = perturbation.task_and_batch(g)
+    base = perturbation.metric_of(task, g, batch)
+    mats = {k: dense(m) for k, m in g.cell.recurrent().items()}
+
+    def predicted_drop(rank):
+        low = with_rank(g, rank).cell.recurrent()
+        return base - perturbation.predicted_metric(g, {k: dense(low[k]) - mats[k] for k in mats}, batch, task)
+
+    assert predicted_drop(r) <= 0.0
+    if r > 1:
+        assert predicted_drop(r - 1) > 0.0
 
 
 def _cli(*argv) -> int:

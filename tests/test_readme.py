@@ -1,7 +1,6 @@
 """README's two commands are the product's contract with a new user and with CI: keep them true."""
 
 import re
-import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,11 +14,10 @@ def _readme_test_command() -> str:
 
 
 def test_ci_runs_exactly_the_readme_test_command():
-    # .ci/run extracts the line itself; run its extraction and compare.
-    sed = re.search(r"TEST_CMD=\$\((sed [^)]*)\)", (ROOT / ".ci/run").read_text()).group(1)
-    got = subprocess.run(sed, shell=True, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    assert got == _readme_test_command()
-    assert "pytest" in got and "torch==2.13.0" in got
+    ci_lines = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
+    command = _readme_test_command()
+    assert command in ci_lines, "the README's test command must appear as a line of .ci/run"
+    assert "pytest" in command and "torch==2.13.0" in command
 
 
 def test_readme_opens_with_the_demo_command():
