@@ -10,6 +10,23 @@
 
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
+/* Two rows (p0, p1) times 8 inputs (px): 4 SMLAD per row, inputs loaded once (LDM). Shared by
+ * the block loop and the pair loop below; operands a0, a1, px, p0, p1; clobbers r4-r6, r8-r10. */
+#define STP_DSP_PAIR_8MACS \
+    "ldmia %[px]!, {r4, r5, r6, r8}\n\t" \
+    "ldmia %[p0]!, {r9, r10}\n\t" \
+    "smlad %[a0], r9, r4, %[a0]\n\t" \
+    "smlad %[a0], r10, r5, %[a0]\n\t" \
+    "ldmia %[p1]!, {r9, r10}\n\t" \
+    "smlad %[a1], r9, r4, %[a1]\n\t" \
+    "smlad %[a1], r10, r5, %[a1]\n\t" \
+    "ldmia %[p0]!, {r9, r10}\n\t" \
+    "smlad %[a0], r9, r6, %[a0]\n\t" \
+    "smlad %[a0], r10, r8, %[a0]\n\t" \
+    "ldmia %[p1]!, {r9, r10}\n\t" \
+    "smlad %[a1], r9, r6, %[a1]\n\t" \
+    "smlad %[a1], r10, r8, %[a1]\n\t"
+
 #endif
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -414,19 +431,7 @@ __attribute__((noinline)) static void stp_dsp_dot2_s16(const int16_t *w, int str
             "cmp %[px], %[end]\n\t"
             "beq 3f\n\t"
             "1:\n\t"
-            "ldmia %[px]!, {r4, r5, r6, r8}\n\t"
-            "ldmia %[p0]!, {r9, r10}\n\t"
-            "smlad %[a0], r9, r4, %[a0]\n\t"
-            "smlad %[a0], r10, r5, %[a0]\n\t"
-            "ldmia %[p1]!, {r9, r10}\n\t"
-            "smlad %[a1], r9, r4, %[a1]\n\t"
-            "smlad %[a1], r10, r5, %[a1]\n\t"
-            "ldmia %[p0]!, {r9, r10}\n\t"
-            "smlad %[a0], r9, r6, %[a0]\n\t"
-            "smlad %[a0], r10, r8, %[a0]\n\t"
-            "ldmia %[p1]!, {r9, r10}\n\t"
-            "smlad %[a1], r9, r6, %[a1]\n\t"
-            "smlad %[a1], r10, r8, %[a1]\n\t"
+            STP_DSP_PAIR_8MACS
             "cmp %[px], %[end]\n\t"
             "bne 1b\n\t"
             "3:\n\t"
@@ -449,19 +454,7 @@ __attribute__((noinline)) static void stp_dsp_dot2_s16(const int16_t *w, int str
         if (px != end8) {
             __asm__ volatile(
                 "1:\n\t"
-                "ldmia %[px]!, {r4, r5, r6, r8}\n\t"
-                "ldmia %[p0]!, {r9, r10}\n\t"
-                "smlad %[a0], r9, r4, %[a0]\n\t"
-                "smlad %[a0], r10, r5, %[a0]\n\t"
-                "ldmia %[p1]!, {r9, r10}\n\t"
-                "smlad %[a1], r9, r4, %[a1]\n\t"
-                "smlad %[a1], r10, r5, %[a1]\n\t"
-                "ldmia %[p0]!, {r9, r10}\n\t"
-                "smlad %[a0], r9, r6, %[a0]\n\t"
-                "smlad %[a0], r10, r8, %[a0]\n\t"
-                "ldmia %[p1]!, {r9, r10}\n\t"
-                "smlad %[a1], r9, r6, %[a1]\n\t"
-                "smlad %[a1], r10, r8, %[a1]\n\t"
+                STP_DSP_PAIR_8MACS
                 "cmp %[px], %[end]\n\t"
                 "bne 1b\n\t"
                 : [a0] "+r"(a0), [a1] "+r"(a1), [px] "+r"(px), [p0] "+r"(p0), [p1] "+r"(p1)
