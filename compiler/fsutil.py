@@ -59,3 +59,32 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj) -> None:
     """Deterministic JSON (sorted keys, 2-space indent, trailing newline), written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_versioned(folder: str | os.PathLike, stem: str, fmt: str, version: int,
+                   missing: str) -> tuple[dict, dict]:
+    """Read `<stem>.json` (checked: format `fmt`, version `version`) and `<stem>.npz` from a folder.
+
+    Returns (meta, arrays). Every problem is a UserError naming the file; `missing` is the message
+    for a folder without the two files."""
+    import numpy as np
+
+    from .errors import UserError
+
+    folder = Path(folder)
+    meta_path, npz_path = folder / f"{stem}.json", folder / f"{stem}.npz"
+    if not meta_path.is_file() or not npz_path.is_file():
+        raise UserError(f"{folder}: {missing}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{meta_path}: invalid JSON ({e})") from None
+    name = fmt.split(".")[-1]
+    if meta.get("format") != fmt:
+        raise UserError(f"{meta_path}: not a {name} (format {meta.get('format')!r})")
+    if meta.get("version") != version:
+        raise UserError(f"{meta_path}: {name} version {meta.get('version')} is not supported "
+                        f"(this stapes reads version {version})")
+    with np.load(npz_path) as z:
+        arrays = {k: z[k] for k in z.files}
+    return meta, arrays

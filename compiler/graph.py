@@ -26,6 +26,7 @@ from typing import Union
 import numpy as np
 
 from .errors import UserError
+from .fsutil import read_versioned
 
 FORMAT_VERSION = 1
 READOUT_MODES = ("per_step", "final")
@@ -293,24 +294,12 @@ class FloatGraph:
 
     @classmethod
     def load(cls, folder: str | Path) -> "FloatGraph":
-        folder = Path(folder)
-        meta_path, npz_path = folder / "graph.json", folder / "graph.npz"
-        if not meta_path.is_file() or not npz_path.is_file():
-            raise UserError(f"{folder}: not a stapes model folder (graph.json and graph.npz expected)")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{meta_path}: invalid JSON ({e})") from None
-        if meta.get("format") != "stapes.FloatGraph":
-            raise UserError(f"{meta_path}: not a FloatGraph (format {meta.get('format')!r})")
-        if meta.get("version") != FORMAT_VERSION:
-            raise UserError(f"{meta_path}: FloatGraph version {meta.get('version')} is not supported "
-                            f"(this stapes reads version {FORMAT_VERSION})")
+        meta, arrays = read_versioned(folder, "graph", "stapes.FloatGraph", FORMAT_VERSION,
+                                      "not a stapes model folder (graph.json and graph.npz expected)")
+        meta_path, npz_path = Path(folder) / "graph.json", Path(folder) / "graph.npz"
         kind = meta["cell"]["kind"]
         if kind not in CELL_TYPES:
             raise UserError(f"{meta_path}: unknown cell kind {kind!r}")
-        with np.load(npz_path) as z:
-            arrays = {k: z[k] for k in z.files}
         try:
             kwargs = {}
             for name, m in meta["cell"]["matrices"].items():

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import fixedpoint as fx
 from .errors import UserError
+from .fsutil import read_versioned
 
 FORMAT_VERSION = 1
 STATE_FRAC = 15
@@ -404,22 +405,9 @@ class QGraph:
 
     @classmethod
     def load(cls, folder: str | Path) -> "QGraph":
-        folder = Path(folder)
-        meta_path, npz_path = folder / "qgraph.json", folder / "qgraph.npz"
-        if not meta_path.is_file() or not npz_path.is_file():
-            raise UserError(f"{folder}: not a QModel folder (qgraph.json and qgraph.npz expected; "
-                            f"make one with `stapes quantize`)")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{meta_path}: invalid JSON ({e})") from None
-        if meta.get("format") != "stapes.QGraph":
-            raise UserError(f"{meta_path}: not a QGraph (format {meta.get('format')!r})")
-        if meta.get("version") != FORMAT_VERSION:
-            raise UserError(f"{meta_path}: QGraph version {meta.get('version')} is not supported "
-                            f"(this stapes reads version {FORMAT_VERSION})")
-        with np.load(npz_path) as z:
-            arrays = {k: z[k] for k in z.files}
+        meta, arrays = read_versioned(folder, "qgraph", "stapes.QGraph", FORMAT_VERSION,
+                                      "not a QModel folder (qgraph.json and qgraph.npz expected; "
+                                      "make one with `stapes quantize`)")
         try:
             def get(key):
                 t = meta["tensors"][key]
@@ -442,7 +430,7 @@ class QGraph:
         except KeyError as e:
             raise UserError(f"{folder}: QGraph is missing {e}") from None
         if meta.get("hash") not in (None, graph.content_hash()):
-            raise UserError(f"{meta_path}: content hash mismatch (qgraph.npz and qgraph.json disagree)")
+            raise UserError(f"{Path(folder) / 'qgraph.json'}: content hash mismatch (qgraph.npz and qgraph.json disagree)")
         return graph
 
 
