@@ -55,6 +55,18 @@ def test_second_run_is_served_from_the_cache(tiny_run, capsys):
     assert second["experiments"] == first["experiments"]
 
 
+def test_workers_give_the_same_results_as_one_process(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    sequential = json.loads((out / "results.json").read_text())
+    parallel_out = tmp_path / "parallel"
+    assert main(["paper", "--profile", "tiny", "--out", str(parallel_out), "--workers", "2", "--no-progress"]) == 0
+    parallel = json.loads((parallel_out / "results.json").read_text())
+    assert parallel["cache"]["results_computed"] > 0 and parallel["cache"]["models_trained"] > 0
+    assert parallel["experiments"] == sequential["experiments"]
+    assert main(["paper", "--profile", "tiny", "--out", str(parallel_out), "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+
+
 def test_only_selects_experiments_and_rejects_unknown_ids(tiny_run, capsys):
     out, _ = tiny_run
     assert main(["paper", "--profile", "tiny", "--out", str(out), "--only", "r7", "--no-progress"]) == 0

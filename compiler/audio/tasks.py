@@ -16,6 +16,7 @@ inputs (strongly coherent: speech features change slowly from one 8-10 ms frame 
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 
 import numpy as np
 
@@ -38,6 +39,31 @@ BENCH_SIZES = {
     "denoise": dict(train_clips=1000, val_clips=40, test_clips=60, seconds=4.0),
     "kws": dict(train_clips=2400, val_clips=240, test_clips=600),
 }
+
+
+class _SplitMemo:
+    """The last few generated splits of this process, read-only. Rebuilding a task from its config
+    (every evaluation of a sweep does) then costs nothing instead of recomputing every feature."""
+
+    def __init__(self, size: int):
+        self.size, self.items = size, OrderedDict()
+
+    def get(self, key):
+        if key in self.items:
+            self.items.move_to_end(key)
+        return self.items.get(key)
+
+    def put(self, key, data: dict):
+        for value in data.values():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+        self.items[key] = data
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return data
+
+
+_GENERATED = _SplitMemo(size=9)   # three tasks' train/val/test
 
 
 def _count(name: str, value) -> int:
@@ -131,7 +157,8 @@ class AudioTask(Task):
 
     def _raw_split(self, split: str) -> dict[str, np.ndarray]:
         if split not in self._splits:
-            self._splits[split] = self._generate(split)
+            key = (self.name, repr(sorted({**self._common_params(), **self._task_params()}.items())), split)
+            self._splits[split] = _GENERATED.get(key) or _GENERATED.put(key, self._generate(split))
         return self._splits[split]
 
     def standardise(self, raw: np.ndarray) -> np.ndarray:

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="settings profile (default: full)")
     p.add_argument("--only", default=None, help="comma-separated experiment ids, e.g. R1,R3")
     p.add_argument("--seeds", type=int, default=None, help="override the profile's seed count")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes to train models and compute runs in (default 1; one per core is the most useful)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -37,11 +39,13 @@ def run(args) -> int:
     only = [e.strip().upper() for e in args.only.split(",") if e.strip()] if args.only else None
     if args.only is not None and not only:
         raise UserError("--only needs at least one experiment id")
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
-    with torch_threads(1):   # the suite shares a small machine; its runs are small and sequential
-        results = run_suite(out, settings, only=only, progress=not args.no_progress)
+    with torch_threads(1):   # each process trains on one thread; --workers adds processes
+        results = run_suite(out, settings, only=only, progress=not args.no_progress, workers=args.workers)
     if results["failed"]:
         raise CheckFailed(f"experiment(s) {', '.join(results['failed'])} failed (see {out / 'report.md'})")
     return 0

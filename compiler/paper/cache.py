@@ -49,16 +49,22 @@ class RunCache:
                           "suite": SUITE_VERSION, "result": value})
         return value
 
+    def model_path(self, kind: str, params: dict) -> Path:
+        return self.root / "models" / f"{kind}-{run_key(kind, params)}"
+
+    def has_model(self, kind: str, params: dict) -> bool:
+        # params.json is written last: its presence marks the folder complete.
+        return (self.model_path(kind, params) / "params.json").is_file()
+
     def model_dir(self, kind: str, params: dict, build: Callable[[Path], None]) -> Path:
         """The cached model folder of (kind, params); `build(tmp)` writes it when missing."""
-        path = self.root / "models" / f"{kind}-{run_key(kind, params)}"
-        if (path / "params.json").is_file():
+        path = self.model_path(kind, params)
+        if self.has_model(kind, params):
             self.stats["models_cached"] += 1
             return path
         self.stats["models_trained"] += 1
         with atomic_dir(path) as tmp:
             build(tmp)
-            # Written last: its presence marks the folder complete.
             write_json(tmp / "params.json", {"kind": kind, "params": params, "stapes": __version__,
                                              "suite": SUITE_VERSION})
         return path

@@ -50,8 +50,9 @@ def select(only: list[str] | None) -> list[Experiment]:
 
 
 def run_suite(out: Path, settings: Settings, only: list[str] | None = None,
-              progress: bool = True, log: Callable[[str], None] = print) -> dict:
+              progress: bool = True, log: Callable[[str], None] = print, workers: int = 1) -> dict:
     """Run (or resume) the suite into `out`; write report.md, results.json and figures/.
+    With `workers` > 1, models and runs are first computed in that many processes.
     Returns the results dictionary that results.json holds."""
     from tqdm import tqdm
 
@@ -66,18 +67,23 @@ def run_suite(out: Path, settings: Settings, only: list[str] | None = None,
     failed: dict[str, str] = {e.id: "needs " + ", ".join(m) for e in experiments
                               if (m := blocked[e.id])}
     errors: dict[str, str] = {}
+    in_workers = {"models": 0, "runs": 0}
+    if workers > 1 and plan:
+        from .parallel import prefill
+        in_workers = prefill(ctx.out, settings, plan, workers, progress)
+        for failure in in_workers["failures"]:
+            log(f"stapes paper: failed in a worker, retried here: {failure}")
     with tqdm(total=len(plan), desc="stapes paper", unit="run", disable=not progress) as bar:
         for exp, unit in plan:
             if exp.id not in failed and exp.id not in errors:
                 bar.set_postfix_str(exp.id)
                 try:
-                    key = {"unit": unit, "compute_version": exp.compute_version}
-                    result = ctx.cache.result(exp.kind, key, lambda: exp.compute(ctx, unit))
+                    result = ctx.cache.result(exp.kind, unit_key(exp, unit), lambda: exp.compute(ctx, unit))
                     done[exp.id].append((unit, result))
                 except Unavailable as e:
                     failed[exp.id] = str(e)
                 except Exception as e:  # noqa: BLE001 - one broken experiment must not sink the others
-                    errors[exp.id] = _describe(e)
+                    errors[exp.id] = describe(e)
             bar.update()
     sections = []
     for exp in experiments:
@@ -92,18 +98,26 @@ def run_suite(out: Path, settings: Settings, only: list[str] | None = None,
                 sections.append(not_run(exp, str(e)))
                 continue
             except Exception as e:  # noqa: BLE001
-                errors[exp.id] = _describe(e)
+                errors[exp.id] = describe(e)
         sections.append(Section(exp.id, exp.title, exp.claim, "failed", f"failed: {errors[exp.id]}",
                                 body=f"**Failed: {errors[exp.id]}.**\n", numbers={"failed": errors[exp.id]}))
+    st = ctx.cache.stats   # what the workers computed, this pass read back from the cache
+    st["results_cached"] -= in_workers["runs"]
+    st["results_computed"] += in_workers["runs"]
+    st["models_trained"] += in_workers["models"]
     results = write_report(ctx, sections, elapsed=time.time() - t0)
     results["failed"] = sorted(errors)
-    st = ctx.cache.stats
     log(f"stapes paper: {len(plan)} runs ({st['results_cached']} from the cache, {st['results_computed']} computed, "
         f"{st['models_trained']} models trained); wrote {out / 'report.md'}")
     return results
 
 
-def _describe(e: Exception) -> str:
+def unit_key(exp: Experiment, unit: dict) -> dict:
+    """What a unit's cached result is keyed by: its parameters and its experiment's compute version."""
+    return {"unit": unit, "compute_version": exp.compute_version}
+
+
+def describe(e: Exception) -> str:
     """One line naming the exception and where it was raised (the report must say what broke)."""
     import traceback
     frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None

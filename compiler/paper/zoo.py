@@ -4,29 +4,44 @@ written by A's `save_checkpoint`), so every experiment that needs the same model
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 from .settings import Settings
 
 # The profiles say "coherent"; A's registry calls its coherent task "frequency".
 COHERENT_TASK = "frequency"
+AUDIO_TASKS = ("vad", "denoise", "kws")
+CROPPED_TASKS = ("vad", "denoise")   # streams long enough to train on crops (kws clips are 1 s)
 
 
 def task_config(name: str, settings: Settings, **params) -> dict:
     """The full config of task `name` as the suite uses it (defaults filled in by the task)."""
-    from ..tasks import make_task
-
     if name == "memorization":
         params.setdefault("delay", settings.memo_delay)
     if name == "coherent":
         name = COHERENT_TASK
-    return make_task(name, **params).config()
+    if name in CROPPED_TASKS and settings.audio_train_frames:
+        params.setdefault("train_frames", settings.audio_train_frames)
+    return copy.deepcopy(_config_of(name, tuple(sorted(params.items()))))
+
+
+@functools.lru_cache(maxsize=None)
+def _config_of(name: str, params: tuple) -> dict:
+    """Memoized: building an audio task computes its features, and planning asks for each config often."""
+    from ..tasks import make_task
+    return make_task(name, **dict(params)).config()
 
 
 def model_spec(task: dict, cell: str, hidden: int, seed: int, settings: Settings) -> dict:
-    return {"task": task, "cell": cell, "hidden": hidden, "seed": seed,
-            "train": {"steps": settings.train_steps, "batch": settings.batch_size,
-                      "lr": settings.learning_rate}}
+    s = settings
+    audio = task["name"] in AUDIO_TASKS
+    train = {"steps": (s.audio_train_steps or s.train_steps) if audio else s.train_steps,
+             "batch": (s.audio_batch or s.batch_size) if audio else s.batch_size, "lr": s.learning_rate}
+    if task["name"] == "memorization" and s.memo_target is not None:
+        train["target"] = s.memo_target
+    return {"task": task, "cell": cell, "hidden": hidden, "seed": seed, "train": train}
 
 
 def _train_into(folder: Path, spec: dict) -> None:
@@ -38,14 +53,19 @@ def _train_into(folder: Path, spec: dict) -> None:
     task = make_task(params.pop("name"), **params)
     model = RecurrentModel(model_config_for(task, spec["cell"], spec["hidden"]), seed=spec["seed"])
     cfg = TrainConfig(steps=spec["train"]["steps"], batch=spec["train"]["batch"], lr=spec["train"]["lr"],
-                      seed=spec["seed"], eval_every=max(1, min(50, spec["train"]["steps"])))
+                      seed=spec["seed"], eval_every=max(1, min(50, spec["train"]["steps"])),
+                      target=spec["train"].get("target"))
     metrics = train(model, task, cfg, progress=False)
     save_checkpoint(folder, model, None, task, cfg, metrics, {"source": "stapes paper"})
+
+
+def train_model(cache, spec: dict) -> Path:
+    """The cached folder of the model `spec` names, training it first if the cache lacks it."""
+    return cache.model_dir("model", spec, lambda tmp: _train_into(tmp, spec))
 
 
 def trained_graph(ctx, spec: dict):
     """The FloatGraph of the model `spec` names, training it first if the cache lacks it."""
     from ..graph import FloatGraph
 
-    folder = ctx.cache.model_dir("model", spec, lambda tmp: _train_into(tmp, spec))
-    return FloatGraph.load(folder)
+    return FloatGraph.load(train_model(ctx.cache, spec))
