@@ -89,6 +89,17 @@ def svd_factors(w: np.ndarray, rank: int, balanced: bool = True) -> LowRank:
     return LowRank(a, b, s[:rank])
 
 
+def rebalanced(a: np.ndarray, b: np.ndarray) -> LowRank:
+    """Balanced SVD factors (σ descending) of the same product ``a @ b``, from the thin factors
+    alone: QR of ``a`` and ``bᵀ``, then the SVD of the r×r core (float64)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    qa, ra = np.linalg.qr(a)
+    qb, rb = np.linalg.qr(b.T)
+    p, s, vt = np.linalg.svd(ra @ rb.T)
+    root = np.sqrt(s)
+    return LowRank((qa @ p) * root, root[:, None] * (vt @ qb.T), s)
+
+
 def _check_rank(rank, n: int) -> None:
     if int(rank) != rank or not 1 <= rank <= n:
         raise UserError(f"rank {rank} is outside 1..{n}")

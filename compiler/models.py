@@ -143,18 +143,13 @@ class LowRankMatrix(nn.Module):
 
     @torch.no_grad()
     def rebalance_(self) -> None:
-        """Rewrite the factors as balanced SVD factors of the same product, σ descending.
-
-        Works on the thin factors (QR of a and bᵀ, SVD of the r×r core), in float64.
-        """
-        a, b = self.a.double(), self.b.double()
-        qa, ra = torch.linalg.qr(a)
-        qb, rb = torch.linalg.qr(b.T)
-        p, s, vt = torch.linalg.svd(ra @ rb.T)
-        root = s.sqrt()
-        self.a.copy_((qa @ p) * root)
-        self.b.copy_(root[:, None] * (vt @ qb.T))
-        self.sigma.copy_(s)
+        """Rewrite the factors as balanced SVD factors of the same product, σ descending
+        (:func:`stapes.compress.rebalanced`, in float64)."""
+        from .compress import rebalanced
+        m = rebalanced(self.a.double().numpy(), self.b.double().numpy())
+        self.a.copy_(torch.from_numpy(m.a))
+        self.b.copy_(torch.from_numpy(m.b))
+        self.sigma.copy_(torch.from_numpy(m.sigma))
 
     def is_svd_form(self, rtol: float = 1e-4) -> bool:
         """True if the factors are SVD factors for ``sigma`` up to a per-component split of σ:

@@ -8,6 +8,9 @@ What is recognised (everything else is a UserError naming the operator or attrib
   ``Wbz + Rbz = −(Wbr + Rbr)``: the MGU, see onnx_export.py); one layer, ``direction = forward``,
   no ``clip``, no ``sequence_lens``; ``W``, ``R``, ``B`` constant (initializers or Constant nodes);
   ``initial_h`` absent, zero, or a graph input (a state input, fed zeros);
+* or the ``Scan`` that stapes writes for ``export-onnx --lowrank factors`` (input projections
+  outside, one RNN or MGU step in the body with each recurrent matrix as one MatMul or two, the
+  low-rank factors kept: they come back as σ-ordered balanced factors of the same product);
 * its input ``X`` a graph input, directly (time-major) or through ``Transpose`` (batch-first);
 * between it and each graph output only layout operators (Squeeze, Unsqueeze, Transpose, Reshape,
   Flatten, Identity), an optional step selection (Gather/Slice: the last step, a final readout)
@@ -33,13 +36,14 @@ import numpy as np
 
 from .errors import UserError
 from .fsutil import atomic_dir
-from .graph import FloatGraph, MGUCell, Readout, RNNCell
+from .graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell
 
 SUPPORTED = ("supported: one ONNX RNN (tanh, forward, one layer) or GRU with tied gates "
-             "(r = f, z = 1 - f, linear_before_reset = 0), then an optional MatMul/Gemm + Add (+ Sigmoid) readout")
+             "(r = f, z = 1 - f, linear_before_reset = 0), or the Scan of a stapes '--lowrank factors' export, "
+             "then an optional MatMul/Gemm + Add (+ Sigmoid) readout")
 LAYOUT_OPS = ("Squeeze", "Unsqueeze", "Transpose", "Reshape", "Flatten", "Identity")
 STEP_SELECT_OPS = ("Gather", "Slice")
-UNSUPPORTED_RECURRENT = ("LSTM", "Scan", "Loop", "If")
+UNSUPPORTED_RECURRENT = ("LSTM", "Loop", "If")
 VERIFY_TOL = 1e-4        # |onnxruntime - FloatGraph| <= tol * (1 + |value|), both in float32 inputs
 TIE_TOL = 1e-6           # relative: GRU z weights must be the negated r weights to this precision
 
@@ -92,10 +96,7 @@ def _check_model(model, name: str) -> None:
         if node.domain not in ("", "ai.onnx"):
             _fail(f"{name}: operator {node.domain}::{node.op_type} (node {node.name!r}) is not supported; {SUPPORTED}")
         if node.op_type in UNSUPPORTED_RECURRENT:
-            props = {p.key: p.value for p in model.metadata_props}
-            hint = ("; this is a stapes '--lowrank factors' export: import the '--lowrank dense' export, or use "
-                    "the model folder it came from" if props.get("stapes.lowrank") == "factors" else "")
-            _fail(f"{name}: operator {node.op_type} (node {node.name!r}) is not supported; {SUPPORTED}{hint}")
+            _fail(f"{name}: operator {node.op_type} (node {node.name!r}) is not supported; {SUPPORTED}")
     known = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
     for node in model.graph.node:
         for inp in node.input:
@@ -194,7 +195,7 @@ def _tensor(t, what: str) -> np.ndarray:
 
 
 def _find_recurrent(gr: _Graph):
-    rec = [n for n in gr.g.node if n.op_type in ("RNN", "GRU")]
+    rec = [n for n in gr.g.node if n.op_type in ("RNN", "GRU", "Scan")]
     if len(rec) > 1:
         _fail(f"{gr.name}: found {len(rec)} recurrent operators ({', '.join(n.op_type for n in rec)}): "
               "stapes imports one layer; " + SUPPORTED)
@@ -202,7 +203,7 @@ def _find_recurrent(gr: _Graph):
         if sum(n.op_type == "Tanh" for n in gr.g.node) > 1:
             return None           # perhaps an RNN unrolled over time: see _unrolled_rnn
         ops = sorted({n.op_type for n in gr.g.node})
-        _fail(f"{gr.name}: no RNN or GRU operator found (operators: {', '.join(ops)}); {SUPPORTED}")
+        _fail(f"{gr.name}: no RNN, GRU or Scan operator found (operators: {', '.join(ops)}); {SUPPORTED}")
     return rec[0]
 
 
@@ -259,6 +260,74 @@ def _cell_from_node(gr: _Graph, node, attrs: dict):
             _fail(f"{gr.name}: GRU gates are not tied (update gate z must equal 1 - reset gate r: "
                   f"{what} of z = -{what} of r; max difference {gap:.3g}); a general GRU is not supported")
     return MGUCell(wr, rr, br, wh, rh, bh)
+
+
+def _scan_cell(gr: _Graph, scan):
+    """The cell of a Scan written like stapes' ``--lowrank factors`` export (onnx_export.py): input
+    projections ``X Wᵀ + b`` (one per gate) outside the loop, scanned over axis 1 (batch-first);
+    the body adds to each a recurrent term, one MatMul by ``Uᵀ`` (dense) or two, ``(h Bᵀ) Aᵀ``
+    (low rank ``U = A B``). One scanned input is an Elman RNN, two an MGU. Only the structure
+    the cell is read from is checked here; what the body computes is checked by `_verify`.
+    Returns (cell, input name, state input or None, terminals)."""
+    from .compress import rebalanced
+
+    a = gr.attrs(scan)
+    where = f"{gr.name}: Scan node {scan.name!r}"
+    k = a.get("num_scan_inputs", 0)
+    if k not in (1, 2) or len(scan.input) != 1 + k or len(scan.output) != 2:
+        _fail(f"{where}: expected one state input, 1 (RNN) or 2 (MGU) scanned inputs and two outputs "
+              f"(final state, states); found {len(scan.input)} inputs ({k} scanned), {len(scan.output)} outputs")
+    for attr, want in (("scan_input_axes", [1] * k), ("scan_output_axes", [1])):
+        if list(a.get(attr, [0] * len(want))) != want:
+            _fail(f"{where}: {attr} = {list(a.get(attr, []))}; only {want} (batch-first, over time) is supported")
+    for attr in ("scan_input_directions", "scan_output_directions"):
+        if any(a.get(attr, [])):
+            _fail(f"{where}: {attr} = {list(a[attr])}; only forward scans are supported")
+    state = scan.input[0]
+    state_input = gr.state_input(state)
+    if not (state_input or gr.is_zero(state)):
+        _fail(f"{where}: the initial state must be zero or a graph input (a state input)")
+    xs, ws, bs = set(), [], []
+    for v in scan.input[1:]:
+        add = gr.producer.get(v)
+        mm = gr.producer.get(next((i for i in add.input if i not in gr.consts), "")) if add and add.op_type == "Add" else None
+        if mm is None or mm.op_type != "MatMul" or len(add.input) != 2:
+            _fail(f"{where}: scanned input {v!r} must be Add(MatMul(x, Wᵀ), b), the input projection of a gate")
+        bs.append(gr.const(next(i for i in add.input if i in gr.consts), "Scan input projection bias"))
+        ws.append(gr.const(mm.input[1], "Scan input projection weight").T)
+        xs.add(mm.input[0])
+    if len(xs) != 1 or not xs <= gr.inputs:
+        _fail(f"{where}: the input projections must all read one graph input (found {sorted(xs)})")
+    body = a["body"]
+    producer = {o: n for n in body.node for o in n.output}
+    if len(body.input) != 1 + k:
+        _fail(f"{where}: the body has {len(body.input)} inputs, expected {1 + k}")
+    h = body.input[0].name
+
+    def recurrent_matrix(x_t: str):
+        add = next((n for n in body.node if n.op_type == "Add" and x_t in n.input), None)
+        if add is None:
+            _fail(f"{where}: the body does not add a recurrent term to its scanned input {x_t!r}")
+        value = add.input[1] if add.input[0] == x_t else add.input[0]
+        mats = []
+        while (p := producer.get(value)) is not None and p.op_type == "MatMul":
+            mats.append(gr.const(p.input[1], f"Scan body MatMul {p.name!r} weight"))
+            value = p.input[0]
+        if len(mats) == 1:
+            return value, mats[0].T
+        if len(mats) == 2:          # (v Bᵀ) Aᵀ: walked back from Aᵀ
+            at, bt = mats
+            return value, rebalanced(at.T, bt.T)
+        _fail(f"{where}: the recurrent term added to {x_t!r} is {len(mats)} MatMuls; expected 1 (dense) or 2 (low rank)")
+
+    terms = [recurrent_matrix(i.name) for i in body.input[1:]]
+    if terms[0][0] != h:
+        _fail(f"{where}: the first recurrent term must multiply the state {h!r}, not {terms[0][0]!r}")
+    if k == 1:
+        cell = RNNCell(ws[0], terms[0][1], bs[0])
+    else:
+        cell = MGUCell(ws[0], terms[0][1], bs[0], ws[1], terms[1][1], bs[1])
+    return cell, xs.pop(), state_input, {scan.output[1]: False, scan.output[0]: True}
 
 
 def _trace_input(gr: _Graph, value: str, what: str, batch_first: bool = False) -> tuple[str, bool]:
@@ -427,6 +496,10 @@ def analyse(model, name: str = "model") -> tuple[FloatGraph, dict]:
     if rec is None:
         cell, x_name, batch_first, terminals, steps = _unrolled_rnn(gr)
         state_input, what, operator = None, "unrolled RNN", f"RNN unrolled over {steps} steps (Tanh chain)"
+    elif rec.op_type == "Scan":
+        cell, x_name, state_input, terminals = _scan_cell(gr, rec)
+        batch_first, what = True, "Scan"
+        operator = f"Scan ({cell.kind.upper()}, recurrent matrices as {_matrix_forms(cell)})"
     else:
         attrs = _check_attributes(gr, rec)
         cell = _cell_from_node(gr, rec, attrs)
@@ -457,6 +530,11 @@ def analyse(model, name: str = "model") -> tuple[FloatGraph, dict]:
              "ignored_outputs": [r.output for r in readouts if r is not main],
              "producer": f"{model.producer_name} {model.producer_version}".strip() or "unknown"}
     return FloatGraph(cell, readout, None, {}), facts
+
+
+def _matrix_forms(cell) -> str:
+    return ", ".join(f"{k} rank {m.rank}" if isinstance(m, LowRank) else f"{k} dense"
+                     for k, m in cell.recurrent().items())
 
 
 def _verify(model, graph: FloatGraph, facts: dict, name: str, seed: int = 0) -> float:

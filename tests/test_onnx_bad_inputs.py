@@ -133,7 +133,7 @@ CASES = {   # name: (file bytes, a phrase the one-line message must contain)
     "relu_readout": (lambda: model(readout=("Relu", "MatMul")),
                      "operator Relu (node 'relu_node') between the RNN and output 'y'"),
     "computes_else": (lambda: model(readout=("Transpose",)), "computes something else than the recognised cell"),
-    "no_recurrent": (_no_recurrent, "no RNN or GRU operator found (operators: Relu)"),
+    "no_recurrent": (_no_recurrent, "no RNN, GRU or Scan operator found (operators: Relu)"),
     "unrolled": (_unrolled, "re-export with torch.onnx.export(..., dynamo=False)"),
     "custom_domain": (lambda: model(domain_ops=[helper.make_node("Foo", ["y"], ["z"], name="foo",
                                                                  domain="com.example")]),

@@ -184,3 +184,40 @@ def test_torch_rnn_onnx_compiles_to_c_and_verifies(tmp_path):
         if cmd[0] == "verify":
             assert "mismatches: 0" in r.stdout
     assert FloatGraph.load(tmp_path / "m").task is None
+
+
+@pytest.mark.parametrize("kind", ["rnn", "mgu"])
+@pytest.mark.parametrize("mode,act", [("per_step", "linear"), ("final", "sigmoid")])
+def test_lowrank_factors_export_imports_with_its_ranks(tmp_path, kind, mode, act):
+    """`export-onnx --lowrank factors` writes a Scan; importing it keeps each matrix low rank."""
+    from stapes.graph import LowRank
+    graph = random_graph(kind, rank=3, mode=mode, act=act)
+    save_onnx(export_onnx(graph, lowrank="factors"), tmp_path / "m.onnx")
+    back = import_onnx(tmp_path / "m.onnx")
+    for name, m in graph.cell.recurrent().items():
+        got = back.cell.recurrent()[name]
+        assert isinstance(got, LowRank) and got.rank == m.rank, name
+        np.testing.assert_allclose(dense(got), dense(m), atol=1e-6, err_msg=name)   # float32 factors
+        np.testing.assert_allclose(got.sigma, m.sigma, rtol=1e-5, err_msg=name)     # σ-ordered again
+    assert back.provenance["operator"].startswith(f"Scan ({kind.upper()}")
+    assert (back.readout.mode, back.readout.activation) == (mode, act)
+    x = inputs(b=2, t=9)
+    np.testing.assert_allclose(back.run(x)[0], run_onnxruntime(tmp_path / "m.onnx", x)[0], atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("attr,value,message", [
+    ("scan_input_axes", [0, 0], "only \\[1, 1\\] \\(batch-first, over time\\)"),
+    ("scan_input_directions", [1, 0], "only forward scans are supported"),
+])
+def test_other_scans_are_refused_by_name(tmp_path, attr, value, message):
+    import onnx
+    from onnx import helper
+    from stapes.errors import UserError
+    model = export_onnx(random_graph("mgu", rank=2), lowrank="factors")
+    scan = next(n for n in model.graph.node if n.op_type == "Scan")
+    kept = [a for a in scan.attribute if a.name != attr]
+    del scan.attribute[:]
+    scan.attribute.extend(kept + [helper.make_attribute(attr, value)])
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(UserError, match=f"Scan node 'Scan': {attr} = .*{message}"):
+        import_onnx(tmp_path / "m.onnx")
