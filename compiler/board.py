@@ -310,6 +310,16 @@ class QemuRun:
     frame_insns: list[int]         # one per begin/end marker pair
     method: str                    # "plugin" | "singlestep" | "none"
     range_insns: int | None = None # instructions inside the requested functions (whole run)
+    stack_peak: int | None = None  # bytes, from the painted stack (None: the program did not report it)
+
+
+_STACK_PEAK = re.compile(rb"stp-stack-peak=(\d+)")
+
+
+def _stack_peak(stderr: bytes) -> int | None:
+    """The peak stack use the board startup reports on stderr after main() returns."""
+    m = _STACK_PEAK.search(stderr or b"")
+    return int(m.group(1)) if m else None
 
 
 def _qemu_cmd(board: Board, elf: Path) -> list[str]:
@@ -334,7 +344,7 @@ def run_qemu(board: Board, elf: Path, count: bool = False, timeout: float = DEFA
     require_runnable(board)
     if not count:
         p = _run_timed(_qemu_cmd(board, elf), timeout)
-        return QemuRun(p.stdout, p.returncode, None, [], "none")
+        return QemuRun(p.stdout, p.returncode, None, [], "none", stack_peak=_stack_peak(p.stderr))
     begin, end = symbol_address(elf, "stp_board_frame_begin"), symbol_address(elf, "stp_board_frame_end")
     plugin = insn_plugin() if method in ("auto", "plugin") else None
     if method == "plugin" and plugin is None:
@@ -354,7 +364,7 @@ def run_qemu(board: Board, elf: Path, count: bool = False, timeout: float = DEFA
             frames = [int(v) for v in re.findall(r"stp_insncount frame=(\d+)", text)]
             in_range = re.search(r"stp_insncount range=(\d+)", text)
             return QemuRun(p.stdout, p.returncode, int(total.group(1)), frames, "plugin",
-                           int(in_range.group(1)) if in_range else None)
+                           int(in_range.group(1)) if in_range else None, _stack_peak(p.stderr))
         return _run_singlestep(board, elf, begin, end, Path(tmp), timeout,
                                function_ranges(elf, count_functions))
 
@@ -375,7 +385,9 @@ def _run_singlestep(board: Board, elf: Path, begin: int, end: int, tmp: Path,
     fifo = tmp / "trace.fifo"
     os.mkfifo(fifo)
     cmd = [*_qemu_cmd(board, elf), "-singlestep", "-d", "exec,nochain", "-D", str(fifo)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    err_path = tmp / "stderr"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
     out_chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
     reader.start()
@@ -402,7 +414,8 @@ def _run_singlestep(board: Board, elf: Path, begin: int, end: int, tmp: Path,
     reader.join()
     if timed_out:
         raise CheckFailed(f"qemu run timed out after {timeout:g} s: {elf}")
-    return QemuRun(b"".join(out_chunks), rc, total, frames, "singlestep", in_range if ranges else None)
+    return QemuRun(b"".join(out_chunks), rc, total, frames, "singlestep", in_range if ranges else None,
+                   _stack_peak(err_path.read_bytes()))
 
 
 # ----------------------------------------------------------------------------- drivers
@@ -581,7 +594,8 @@ class Measured:
 
     frame_insns: list[int]          # per frame, marker overhead removed
     sizes: dict                     # elf_sizes, plus flash_model = flash minus the golden inputs
-    stack: int
+    stack: int                      # bytes: the measured peak, else the -fstack-usage estimate
+    stack_measured: bool
     stdout: bytes
     returncode: int
     method: str
@@ -603,7 +617,9 @@ def measure_model(board: Board, model_sources: list[Path], include_dirs: list[Pa
     inputs = sum(s.size for s in elf_symbols(build.elf) if s.name == "inputs")
     sizes["flash_model"] = sizes["flash"] - inputs
     kernel = run.range_insns / len(frames) if run.range_insns is not None and frames else None
-    return Measured([f - overhead for f in frames], sizes, stack_estimate(build.stack_usage),
+    measured_stack = run.stack_peak is not None
+    stack = run.stack_peak if measured_stack else stack_estimate(build.stack_usage)
+    return Measured([f - overhead for f in frames], sizes, stack, measured_stack,
                     run.stdout, run.returncode, run.method, kernel)
 
 
@@ -667,7 +683,8 @@ class BoardRun:
     macs_per_frame: int
     sizes: dict
     model_symbols: list             # (name, bytes, region) of the model and runtime, largest first
-    stack: int
+    stack: int                      # bytes: the measured peak, else the -fstack-usage estimate
+    stack_measured: bool
     method: str
     kernel_insns: float | None = None   # per frame, inside the mat-vec kernels
 
@@ -727,7 +744,11 @@ def run_qgraph(qgraph, board: Board, work: Path, frames: int = 32, seed: int = 0
     return BoardRun(board.name, frames, measured.stdout == hp.stdout and measured.returncode == hp.returncode,
                     same_ref, mismatch, measured.returncode, hp.returncode, measured.frame_insns,
                     int(frame_ops(qgraph, rank or None)["mac"]), measured.sizes, syms, measured.stack,
-                    measured.method, measured.kernel_insns)
+                    measured.stack_measured, measured.method, measured.kernel_insns)
+
+
+def stack_text(run: BoardRun) -> str:
+    return f"stack {run.stack} (measured peak)" if run.stack_measured else f"stack ~{run.stack} (estimate)"
 
 
 def _first_mismatch(y_t, h_t, y_ref, h_ref) -> str:

@@ -480,7 +480,7 @@ def calibrate(board: Board, work, shapes: list[ModelShape] | None = None) -> dic
 def calibration_toml(result: dict) -> str:
     lines = ["[insn_model]        # instructions per frame, fitted to qemu counts (stapes.budget.calibrate)"]
     lines += [f"{k} = {v}" for k, v in result["insn_model"].items()]
-    lines += ["", "[code_model]        # bytes: runtime + board code, deepest stack chain (measured)"]
+    lines += ["", "[code_model]        # bytes: runtime + board code; largest painted-stack peak (measured)"]
     lines += [f"{k} = {v}" for k, v in result["code_model"].items()]
     lines += ["", "# dot kernels alone (instructions): " + ", ".join(f"{k} {v}" for k, v in result["dot_costs"].items())]
     return "\n".join(lines) + "\n"

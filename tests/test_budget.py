@@ -102,7 +102,8 @@ CHECK_SHAPES = [  # sizes not in the calibration set
 @pytest.mark.skipif(NO_TOOLCHAIN is not None, reason=f"no cross toolchain: {NO_TOOLCHAIN}")
 @pytest.mark.parametrize("board_name", ["mps2-an386", "mps2-an385"])
 def test_budget_matches_size_and_qemu(board_name, tmp_path):
-    """Predicted flash/RAM within 5 % of arm-none-eabi-size, instructions within 10 % of qemu."""
+    """Predicted flash/RAM within 5 % of arm-none-eabi-size, stack at least the measured peak,
+    instructions within 10 % of qemu."""
     board = B.load_board(board_name)
     for k, case in enumerate(CHECK_SHAPES):
         cell, i, n, o, rank, bits, mode, act = case
@@ -113,5 +114,7 @@ def test_budget_matches_size_and_qemu(board_name, tmp_path):
         flash, ram = res.sizes["flash_model"], res.sizes["ram"]
         assert abs(est.flash["total"] / flash - 1) <= 0.05, (case, est.flash, flash)
         assert abs((est.ram["total"] - est.ram["stack"]) / ram - 1) <= 0.05, (case, est.ram, ram)
+        # The painted stack's peak: the budget's stack must cover it (an upper bound, not a guess).
+        assert res.stack_measured and 0 < res.stack <= est.ram["stack"], (case, est.ram["stack"], res.stack)
         measured = float(np.mean(res.frame_insns))
         assert abs(est.instructions / measured - 1) <= 0.10, (case, est.instructions, measured)

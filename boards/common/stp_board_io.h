@@ -15,6 +15,7 @@
 
 void stp_io_write(const char *buf, size_t n);   /* append bytes to stdout */
 void stp_io_exit(int code);                     /* terminate with this status (0..255) */
+void stp_io_write_stderr(const char *buf, size_t n);   /* target only: diagnostics, not stdout */
 
 void stp_board_frame_begin(void);               /* instruction-count markers */
 void stp_board_frame_end(void);

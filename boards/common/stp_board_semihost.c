@@ -7,7 +7,8 @@
 #define SH_SYS_WRITE 0x05
 #define SH_SYS_EXIT_EXTENDED 0x20
 #define SH_ADP_APPLICATION_EXIT 0x20026u
-#define SH_OPEN_MODE_W 4u
+#define SH_OPEN_MODE_W 4u      /* ":tt" opened for writing is stdout ... */
+#define SH_OPEN_MODE_A 8u      /* ... and for appending, stderr */
 
 static int32_t sh_call(int32_t op, const void *block)
 {
@@ -17,18 +18,18 @@ static int32_t sh_call(int32_t op, const void *block)
     return r0;
 }
 
-static int32_t sh_stdout_handle(void)
+static int32_t sh_console_handle(uint32_t mode)
 {
     /* Opened (and closed) on every write: a cached handle would be a mutable global, and the
      * two extra traps are cheap next to the write; writes happen outside counted frames. */
     static const char tt[] = ":tt";
-    const uint32_t block[3] = {(uint32_t)(uintptr_t)tt, SH_OPEN_MODE_W, (uint32_t)(sizeof tt - 1u)};
+    const uint32_t block[3] = {(uint32_t)(uintptr_t)tt, mode, (uint32_t)(sizeof tt - 1u)};
     return sh_call(SH_SYS_OPEN, block);
 }
 
-void stp_io_write(const char *buf, size_t n)
+static void sh_write(uint32_t mode, const char *buf, size_t n)
 {
-    int32_t handle = sh_stdout_handle();
+    int32_t handle = sh_console_handle(mode);
     if (handle < 0 || n == 0u)
         return;
     const uint32_t block[3] = {(uint32_t)handle, (uint32_t)(uintptr_t)buf, (uint32_t)n};
@@ -36,6 +37,9 @@ void stp_io_write(const char *buf, size_t n)
     const uint32_t close_block[1] = {(uint32_t)handle};
     (void)sh_call(SH_SYS_CLOSE, close_block);
 }
+
+void stp_io_write(const char *buf, size_t n) { sh_write(SH_OPEN_MODE_W, buf, n); }
+void stp_io_write_stderr(const char *buf, size_t n) { sh_write(SH_OPEN_MODE_A, buf, n); }
 
 void stp_io_exit(int code)
 {

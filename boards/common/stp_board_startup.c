@@ -1,12 +1,13 @@
 /* stp_board_startup.c - Cortex-M vector table and reset handler for the qemu boards.
- * Copies .data, zeroes .bss, enables the FPU when the build uses it, calls main() and
- * reports its return value as the exit status. A fault ends the run with status 127
- * (HardFault, e.g. a DSP instruction on a Cortex-M3) or 126 (any other exception). */
+ * Copies .data, zeroes .bss, enables the FPU when the build uses it, paints the stack window,
+ * calls main(), reports the stack's peak use on stderr ("stp-stack-peak=<bytes>") and main's
+ * return value as the exit status. A fault ends the run with status 127 (HardFault, e.g. a DSP
+ * instruction on a Cortex-M3) or 126 (any other exception). */
 #include <stdint.h>
 #include "stp_board_io.h"
 
 extern uint32_t __stp_stack_top, __stp_data_load, __stp_data_start, __stp_data_end;
-extern uint32_t __stp_bss_start, __stp_bss_end;
+extern uint32_t __stp_bss_start, __stp_bss_end, __stp_stack_paint_bottom;
 extern int main(void);
 
 void stp_board_reset(void);
@@ -32,6 +33,39 @@ const stp_vector_t stp_board_vectors[16] = {
     stp_board_other_exception, /* SysTick */
 };
 
+#define STP_STACK_PAINT 0x57AC5EEDu
+
+/* Below the reset handler's own frame, every word of the stack window gets the paint value;
+ * after main() the lowest word that lost it is the deepest the stack went. */
+__attribute__((optimize("no-tree-loop-distribute-patterns"), noinline))
+static void paint_stack(void)
+{
+    uint32_t *sp;
+    __asm__ volatile("mov %0, sp" : "=r"(sp));
+    for (uint32_t *w = &__stp_stack_paint_bottom; w < sp - 8; ++w)
+        *w = STP_STACK_PAINT;
+}
+
+__attribute__((noinline))
+static void report_stack_peak(void)
+{
+    const uint32_t *w = &__stp_stack_paint_bottom;
+    while (w < &__stp_stack_top && *w == STP_STACK_PAINT)
+        ++w;
+    uint32_t peak = (uint32_t)((uintptr_t)&__stp_stack_top - (uintptr_t)w);
+    char line[32] = "stp-stack-peak=";
+    char digits[12];
+    size_t n = 0, len = 15u;
+    do {
+        digits[n++] = (char)('0' + peak % 10u);
+        peak /= 10u;
+    } while (peak != 0u);
+    while (n != 0u)
+        line[len++] = digits[--n];
+    line[len++] = '\n';
+    stp_io_write_stderr(line, len);
+}
+
 /* gcc would turn the copy loops into memcpy/memset calls; there is no libc here. */
 __attribute__((optimize("no-tree-loop-distribute-patterns"), noreturn))
 void stp_board_reset(void)
@@ -46,7 +80,10 @@ void stp_board_reset(void)
         *dst++ = *src++;
     for (uint32_t *dst = &__stp_bss_start; dst < &__stp_bss_end;)
         *dst++ = 0u;
-    stp_io_exit(main());
+    paint_stack();
+    int status = main();
+    report_stack_peak();
+    stp_io_exit(status);
     for (;;) {
     }
 }

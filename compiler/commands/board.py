@@ -35,6 +35,8 @@ def _list() -> int:
 
 
 def _report(res, budget) -> str:
+    from .. import board as B
+
     insns = res.frame_insns
     mean = sum(insns) / len(insns) if insns else 0.0
     s = res.sizes
@@ -45,7 +47,7 @@ def _report(res, budget) -> str:
     if res.first_mismatch:
         lines.append(f"first mismatch: {res.first_mismatch}")
     lines += [f"sizes (arm-none-eabi-size, whole image): text {s['text']} data {s['data']} bss {s['bss']}; "
-              f"flash {s['flash']} (without golden inputs {s['flash_model']}), RAM {s['ram']} + stack ~{res.stack}",
+              f"flash {s['flash']} (without golden inputs {s['flash_model']}), RAM {s['ram']} + {B.stack_text(res)}",
               "model and runtime symbols (bytes):"]
     lines += [f"  {size:>7}  {name}" for name, size, _ in res.model_symbols[:20]]
     if len(res.model_symbols) > 20:
@@ -62,7 +64,7 @@ def _report(res, budget) -> str:
         lines.append(f"budget estimate: {budget.instructions:,.0f} instructions/frame "
                      f"({100 * (budget.instructions / mean - 1):+.1f} %), flash {budget.flash['total']} "
                      f"(measured {s['flash_model']}), RAM {budget.ram['total'] - budget.ram['stack']} "
-                     f"(measured {s['ram']})")
+                     f"(measured {s['ram']}) + stack {budget.ram['stack']} (this run: {B.stack_text(res)})")
     return "\n".join(lines)
 
 
@@ -136,6 +138,6 @@ def stage_board(ctx) -> None:
         f"reference (mismatches: 0)",
         f"cost:      {mean:,.0f} instructions/frame (qemu), {res.macs_per_frame} MACs/frame, "
         f"{mean / max(res.macs_per_frame, 1):.2f} instructions/MAC",
-        f"size:      flash {s['flash_model']} B (model + runtime + startup), RAM {s['ram']} B + stack ~{res.stack} B",
+        f"size:      flash {s['flash_model']} B (model + runtime + startup), RAM {s['ram']} B + {B.stack_text(res)}",
         f"build:     {ctx.final_path(ctx.stage_dir('board'))}",
     ])
