@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=None, help="override the profile's seed count")
     p.add_argument("--workers", type=int, default=1,
                    help="processes to train models and compute runs in (default 1; one per core is the most useful)")
+    p.add_argument("--doc", default=None, metavar="FILE",
+                   help="also refresh the generated block of this Markdown file (e.g. docs/paper.md) "
+                        "with the verdicts, settings and figures of this run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -44,8 +47,22 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
+    doc = Path(args.doc) if args.doc else None
+    if doc is not None:
+        from ..paper.report import doc_block
+        if not doc.is_file():
+            raise UserError(f"--doc {doc}: no such file")
+        doc_block(doc.read_text(), str(doc))      # fail now, not after hours of experiments
     with torch_threads(1):   # each process trains on one thread; --workers adds processes
         results = run_suite(out, settings, only=only, progress=not args.no_progress, workers=args.workers)
+    if doc is not None:
+        import json
+        import os
+
+        from ..paper.report import update_doc
+        written = json.loads((out / "results.json").read_text())   # the document quotes the file, as its test does
+        update_doc(doc, written, Path(os.path.relpath(out, doc.parent)).as_posix() + "/")
+        print(f"stapes paper: refreshed the generated block of {doc}")
     if results["failed"]:
         raise CheckFailed(f"experiment(s) {', '.join(results['failed'])} failed (see {out / 'report.md'})")
     return 0

@@ -70,22 +70,32 @@ def r3_summarize(ctx, done) -> Section:
         ax.legend()
         ax.grid(alpha=0.3)
     figure = ctx.save_figure(fig, "r3_recall_vs_rank")
-    # Longer delays should suffer more: the kept fraction falls with T, in every cell.
-    trend = []
+    # Longer delays should suffer more: the kept fraction falls with T, in every cell, over the delays
+    # the cell's models learned (full-rank recall >= the threshold): an unlearned delay has no memory to lose.
+    threshold = ctx.settings.recall_threshold
+    trend = {}
     for cell in cells:
-        ks = [numbers[k]["kept_above_chance"] for k in numbers if k.startswith(cell + "/")]
-        trend.append((all(a >= b for a, b in zip(ks, ks[1:])), ks[-1] < ks[0], all(a <= b for a, b in zip(ks, ks[1:]))))
-    verdict = ("holds" if all(down and fell for down, fell, _ in trend)
-               else "does not hold" if all(up for _, _, up in trend) else "depends")
+        ks = [v["kept_above_chance"] for k, v in numbers.items() if k.startswith(cell + "/") and v["dense"] >= threshold]
+        if len(ks) >= 2:
+            trend[cell] = (all(a >= b for a, b in zip(ks, ks[1:])), ks[-1] < ks[0], all(a <= b for a, b in zip(ks, ks[1:])))
+    if not trend:
+        verdict = "not testable"
+    else:
+        verdict = ("holds" if len(trend) == len(cells) and all(down and fell for down, fell, _ in trend.values())
+                   else "does not hold" if all(up for _, _, up in trend.values()) else "depends")
     reason = "kept fraction of the above-chance recall over ranks < N, by T: " + "; ".join(
-        f"{k} {v['kept_above_chance']:.2f} (full {v['dense']:.3f}, r* {v['rank_within_1_point']})"
-        for k, v in numbers.items())
+        f"{k} {v['kept_above_chance']:.2f} (full {v['dense']:.3f}{'' if v['dense'] >= threshold else ', not learned'}, "
+        f"r* {v['rank_within_1_point']})" for k, v in numbers.items())
+    untested = [c for c in cells if c not in trend]
+    if untested:
+        reason += f"; fewer than two learned delays, no say in the verdict: {', '.join(untested)}"
     body = ("Recall (mean ± std over seeds) of SVD-truncated models without fine-tuning, one model trained "
             "per delay T. *Kept* = the mean over the swept ranks r < N of (recall(r) − chance) / "
             "(recall(N) − chance), chance = 1/symbols: how much of the model's memory survives truncation. "
             "r* = the smallest swept rank within 1 point of full rank (N = none below N). Verdict: *holds* "
-            "when the kept fraction falls as T grows, for every cell. A model that did not learn a delay "
-            "(full-rank recall well below 1) weakens that delay's point.\n\n"
+            "when the kept fraction falls as T grows, for every cell, over the delays whose full-rank recall "
+            "reached the recall threshold (an unlearned delay has no memory to lose); a cell with fewer than "
+            "two learned delays has no say (*depends* when only some cells can be judged).\n\n"
             + markdown_table(["cell", "T", "full-rank recall", "r* (1 point)", "recall at rank 1", "kept"], table))
     return Section("R3", TITLES["R3"], CLAIMS["R3"], verdict, reason, body, [figure], numbers)
 

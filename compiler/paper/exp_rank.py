@@ -13,7 +13,7 @@ import numpy as np
 from .registry import Experiment, Section, register
 from .report import markdown_table
 from .settings import Settings, rank_grid
-from .stats import chance_level, fmt_ms, kept_above_chance, mean_std, pearson
+from .stats import chance_level, fmt_ms, kept_above_chance, learned, mean_std, pearson
 from .zoo import model_spec, task_config, trained_graph
 
 TRAINING = ("stapes.train:train (A)", "stapes.train:save_checkpoint (A)", "stapes.tasks:make_task (A)")
@@ -43,9 +43,10 @@ def _groups(done, key) -> dict:
     return dict(out)
 
 
-def summarize_sweeps(results: list[dict]) -> dict:
+def summarize_sweeps(results: list[dict], recall_threshold: float) -> dict:
     """Mean ± std over seeds of the metric at every rank, and the smallest rank whose *mean*
-    metric stays within 1 point of the mean full-rank metric, with its MAC/parameter saving."""
+    metric stays within 1 point of the mean full-rank metric, with its MAC/parameter saving;
+    `learned` says whether the mean full-rank model learned its task (stats.learned)."""
     from ..sweep import smallest_rank_within
 
     ranks = sorted({row["rank"] for row in results[0]["rows"]})
@@ -65,6 +66,7 @@ def summarize_sweeps(results: list[dict]) -> dict:
     out = {"metric_name": results[0]["metric_name"], "hidden_size": results[0]["hidden_size"],
            "dense": dense[0], "dense_std": dense[1],
            "seeds": len(results), "coherence": float(np.mean([r["coherence"] for r in results])),
+           "learned": learned(dense[0], results[0]["task"], results[0]["metric_name"], recall_threshold),
            "rows": rows}
     tol = tolerance(out["metric_name"])
     out["tolerance"] = tol
@@ -115,33 +117,41 @@ def r1_units(s: Settings) -> list[dict]:
 
 def r1_summarize(ctx, done) -> Section:
     groups = _groups(done, lambda u: (u["model"]["task"]["name"], u["model"]["hidden"], u["model"]["cell"]))
-    stats = {f"{t}/N={n}/{c}": summarize_sweeps(rs) for (t, n, c), rs in sorted(groups.items())}
+    threshold = ctx.settings.recall_threshold
+    stats = {f"{t}/N={n}/{c}": summarize_sweeps(rs, threshold) for (t, n, c), rs in sorted(groups.items())}
     figures = []
     for t, n in sorted({(t, n) for t, n, _ in groups}):
         curves = {c: stats[f"{t}/N={n}/{c}"] for (tt, nn, c) in sorted(groups) if (tt, nn) == (t, n)}
         figures.append(_plot_curves(ctx, f"r1_{t}_N{n}", curves, f"R1: {t}, N={n}", finetuned=True))
     table = []
     for key, st in stats.items():
-        table.append([key, fmt_ms(st["dense"], st["dense_std"]), st["rank_no_ft"],
-                      _pct(st["mac_saving_no_ft"]), _pct(st["param_saving_no_ft"]), st["rank_ft"],
+        table.append([key, fmt_ms(st["dense"], st["dense_std"]), "yes" if st["learned"] else "**no**",
+                      st["rank_no_ft"], _pct(st["mac_saving_no_ft"]), _pct(st["param_saving_no_ft"]), st["rank_ft"],
                       _pct(st["mac_saving_ft"]), st["hidden_size"]])
-    compressible = [st["rank_no_ft"] is not None and 2 * st["rank_no_ft"] < st["hidden_size"] for st in stats.values()]
-    if all(compressible):
+    judged = {k: st for k, st in stats.items() if st["learned"]}
+    compressible = [st["rank_no_ft"] is not None and 2 * st["rank_no_ft"] < st["hidden_size"] for st in judged.values()]
+    if compressible and all(compressible):
         verdict = "holds"
     elif any(compressible):
         verdict = "depends"
     else:
         verdict = "does not hold"
     reason = "; ".join(f"{k}: r*={st['rank_no_ft']} ({_pct(st['mac_saving_no_ft'])} MACs saved)"
-                       for k, st in stats.items())
+                       for k, st in judged.items())
+    if len(judged) < len(stats):
+        reason += "; not learned, left out: " + ", ".join(f"{k} (full-rank {st['dense']:.3f})"
+                                                         for k, st in stats.items() if not st["learned"])
     body = ("Smallest rank whose mean metric (over seeds) stays within 1 point (0.01; 0.1 dB for dB metrics) "
             "of the mean full-rank "
             "metric at that rank and every larger swept rank, without and with fine-tuning (rank grid "
             f"{sorted({row['rank'] for st in stats.values() for row in st['rows']})}"
             "; r* = N means no swept rank below N passed). MAC saving: of the recurrent MACs per step; "
             "param saving: of the whole model's parameters (negative = low rank costs more, r ≥ N/2). "
-            "Verdict: *holds* when every model family compresses below N/2 without fine-tuning.\n\n"
-            + markdown_table(["task/N/cell", "full-rank metric", "r* (no FT)", "MAC saving",
+            "Verdict: *holds* when every model family that learned its task compresses below N/2 without "
+            "fine-tuning. *Learned*: memorization recall ≥ the recall threshold; dB metrics > 0; other "
+            "metrics at least a quarter of the way from chance to 1 (a model at chance tolerates any rank, "
+            "so it says nothing about compression).\n\n"
+            + markdown_table(["task/N/cell", "full-rank metric", "learned", "r* (no FT)", "MAC saving",
                               "param saving", "r* (FT)", "MAC saving (FT)", "N"], table))
     return Section("R1", TITLES["R1"], CLAIMS["R1"], verdict, reason, body, figures, stats)
 
@@ -174,7 +184,7 @@ def _tolerance(st: dict, n: int, task: dict) -> dict:
     rows = st["rows"]
     kept = kept_above_chance([r["rank"] for r in rows], [r["metric"] for r in rows], st["dense"], chance_level(task))
     return {"coherence": st["coherence"], "rank_fraction": (st["rank_no_ft"] or n) / n, "kept": kept,
-            "dense": st["dense"]}
+            "dense": st["dense"], "learned": st["learned"]}
 
 
 def r2_summarize(ctx, done) -> Section:
@@ -186,9 +196,11 @@ def r2_summarize(ctx, done) -> Section:
                     lambda u: (u["model"]["task"]["name"], u["model"]["cell"], u["model"]["hidden"]))
     knob = _groups([d for d in done if d[0]["part"] == "knob"],
                    lambda u: (u["model"]["task"]["hold"], u["model"]["cell"], u["model"]["hidden"]))
-    per_task = {f"{t}/{c}": _tolerance(summarize_sweeps(rs), n, rs[0]["task"])
+    threshold = ctx.settings.recall_threshold
+    per_task = {f"{t}/{c}": _tolerance(summarize_sweeps(rs, threshold), n, rs[0]["task"])
                 for (t, c, n), rs in sorted(tasks.items())}
-    per_hold = {f"hold={k}/{c}": {**_tolerance(summarize_sweeps(rs), n, rs[0]["task"]), "hold": k, "cell": c}
+    per_hold = {f"hold={k}/{c}": {**_tolerance(summarize_sweeps(rs, threshold), n, rs[0]["task"]), "hold": k,
+                                  "cell": c}
                 for (k, c, n), rs in sorted(knob.items())}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for label, v in per_task.items():
@@ -208,9 +220,11 @@ def r2_summarize(ctx, done) -> Section:
     for ax in axes:
         ax.grid(alpha=0.3)
     figure = ctx.save_figure(fig, "r2_coherence")
-    # The verdict rests on the controlled experiment: within each cell, correlate coherence with tolerance.
-    corr = {c: pearson([v["coherence"] for v in per_hold.values() if v["cell"] == c],
-                       [v["kept"] for v in per_hold.values() if v["cell"] == c]) for c in cells}
+    # The verdict rests on the controlled experiment: within each cell, correlate coherence with tolerance
+    # over the holds whose models learned the task (NaN, and no say in the verdict, with fewer than 3).
+    judged = [v for v in per_hold.values() if v["learned"]]
+    corr = {c: pearson([v["coherence"] for v in judged if v["cell"] == c],
+                       [v["kept"] for v in judged if v["cell"] == c]) for c in cells}
     finite = [r for r in corr.values() if np.isfinite(r)]
     if finite and all(r > 0.5 for r in finite):
         verdict = "holds"
@@ -218,11 +232,11 @@ def r2_summarize(ctx, done) -> Section:
         verdict = "does not hold"
     else:
         verdict = "depends"
-    reason = ("coherence knob, Pearson r(coherence, kept): "
-              + ", ".join(f"{c} {corr[c]:.2f}" for c in cells)
+    reason = ("coherence knob, Pearson r(coherence, kept) over the learned holds: "
+              + ", ".join(f"{c} {corr[c]:.2f} ({sum(v['cell'] == c for v in judged)} holds)" for c in cells)
               + "; across tasks: " + ", ".join(f"{k} coh={v['coherence']:.2f} kept={v['kept']:.2f} "
                                                f"r*/N={v['rank_fraction']:.2f}" for k, v in per_task.items()))
-    rows = [[k, v["coherence"], v["dense"], v["rank_fraction"], v["kept"]]
+    rows = [[k, v["coherence"], v["dense"], "yes" if v["learned"] else "**no**", v["rank_fraction"], v["kept"]]
             for k, v in {**per_task, **per_hold}.items()]
     body = ("Tolerance of a model family = *kept*, the mean over the swept ranks r < N of (metric(r) − chance) / "
             "(metric(N) − chance), chance = 1/classes (higher = more tolerant), and r*/N (the smallest rank "
@@ -230,8 +244,10 @@ def r2_summarize(ctx, done) -> Section:
             "(`Task.coherence`). "
             "The controlled knob holds each memorized symbol for `hold` steps, with the delay shortened so "
             "that the span from the first symbol to the trigger is the same for every hold. Verdict: *holds* when "
-            "tolerance rises with coherence (r > 0.5) for every cell in the controlled experiment.\n\n"
-            + markdown_table(["family", "coherence", "full-rank metric", "r*/N", "kept"], rows))
+            "tolerance rises with coherence (r > 0.5) for every cell in the controlled experiment, counting "
+            "only the holds whose models learned the task (recall ≥ the recall threshold; a cell with fewer "
+            "than 3 learned holds has no say).\n\n"
+            + markdown_table(["family", "coherence", "full-rank metric", "learned", "r*/N", "kept"], rows))
     return Section("R2", TITLES["R2"], CLAIMS["R2"], verdict, reason, body, [figure],
                    {"per_task": per_task, "per_hold": per_hold, "pearson_knob": corr})
 

@@ -28,17 +28,20 @@ def prefill(out: Path, settings: Settings, plan: list, workers: int, progress: b
     computed, and the failures seen."""
     from tqdm import tqdm
 
-
     cache = RunCache(out / "cache")
     models, seen = [], set()
     for _, unit in plan:
         spec = unit["model"]
-        key = cache.model_path("model", spec)
-        if key not in seen and not cache.has_model("model", spec):
-            seen.add(key)
+        path = cache.model_path("model", spec)
+        if path not in seen and not cache.has_model("model", spec):
+            seen.add(path)
             models.append(spec)
-    units = [(exp.id, unit) for exp, unit in plan
-             if not cache.result_path(exp.kind, unit_key(exp, unit)).is_file()]
+    units, pending = [], set()
+    for exp, unit in plan:      # experiments that share a computation (R3-R5) share its cache entry
+        path = cache.result_path(exp.kind, unit_key(exp, unit))
+        if path not in pending and not path.is_file():
+            pending.add(path)
+            units.append((exp.id, unit))
     failures: list[str] = []
     done = {"models": 0, "runs": 0}
     saved = {name: os.environ.get(name) for name in _SINGLE_THREAD_ENV}

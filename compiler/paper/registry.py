@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .runner import Context
     from .settings import Settings
 
-VERDICTS = ("holds", "does not hold", "depends", "not run", "failed")
+VERDICTS = ("holds", "does not hold", "depends", "not testable", "not run", "failed")
 
 
 class Unavailable(Exception):

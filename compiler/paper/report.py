@@ -33,6 +33,40 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DOC_BEGIN = "<!-- stapes paper: generated block, begin (refresh with `stapes paper ... --doc FILE`) -->"
+DOC_END = "<!-- stapes paper: generated block, end -->"
+
+
+def verdicts_markdown(results: dict, figure_root: str = "") -> str:
+    """The verdict table, the settings and every figure, from results.json alone (so a document
+    that quotes them can be checked against the run: tests/test_paper.py)."""
+    exps = results["experiments"]
+    md = [markdown_table(["id", "claim", "verdict", "measured"],
+                         [[k, e["claim"], e["verdict"], e["reason"]] for k, e in exps.items()]),
+          f"Profile `{results['profile']}` (stapes {results['stapes_version']}, suite v{results['suite_version']}); "
+          "settings:\n",
+          markdown_table(["setting", "value"], [[k, v] for k, v in results["settings"].items()])]
+    md += [f"![{k}]({figure_root}{fig})\n" for k, e in exps.items() for fig in e["figures"]]
+    return "\n".join(md)
+
+
+def doc_block(doc_text: str, where: str) -> tuple[int, int]:
+    """(start, end) of the generated block's content in a document."""
+    from ..errors import UserError
+    start, end = doc_text.find(DOC_BEGIN), doc_text.find(DOC_END)
+    if start < 0 or end < start:
+        raise UserError(f"{where}: no generated block (a line {DOC_BEGIN!r} followed by {DOC_END!r})")
+    return start + len(DOC_BEGIN), end
+
+
+def update_doc(path, results: dict, figure_root: str) -> None:
+    """Rewrite the generated block of the document at `path` (atomically)."""
+    from pathlib import Path
+    text = Path(path).read_text()
+    start, end = doc_block(text, str(path))
+    atomic_write_text(Path(path), text[:start] + "\n" + verdicts_markdown(results, figure_root) + "\n" + text[end:])
+
+
 def write_report(ctx, sections: list[Section], elapsed: float) -> dict:
     s = ctx.settings
     results = {

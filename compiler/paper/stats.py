@@ -33,12 +33,32 @@ def critical_delay(delays: Sequence[int], recall: Sequence[float], threshold: fl
     return t_star
 
 
+# Keyword spotting picks one of 12 classes (10 digits, yes, no); its config does not list them.
+KWS_CLASSES = 12
+
+
 def chance_level(task: dict) -> float:
     """The metric of guessing, for the tasks whose chance level is plain (1/classes); 0 otherwise."""
     for key in ("symbols", "classes"):
         if key in task:
             return 1.0 / task[key]
-    return 0.0
+    return 1.0 / KWS_CLASSES if task.get("name") == "kws" else 0.0
+
+
+LEARNED_SHARE = 0.25     # of the way from chance to a perfect metric
+
+
+def learned(dense: float, task: dict, metric_name: str, recall_threshold: float) -> bool:
+    """Whether a full-rank model learned its task well enough for its rank tolerance to mean
+    anything (a model at chance "tolerates" any rank). Memorization, noiseless: recall at least
+    the profile's recall threshold (the bar T* uses). Metrics in dB (improvement over the noisy
+    input): above 0. Other fractions: at least LEARNED_SHARE of the way from chance to 1."""
+    if task.get("name") == "memorization":
+        return dense >= recall_threshold
+    if metric_name.endswith("_db"):
+        return dense > 0
+    chance = chance_level(task)
+    return dense - chance >= LEARNED_SHARE * (1 - chance)
 
 
 def kept_above_chance(ranks: Sequence[int], metric: Sequence[float], dense: float, chance: float) -> float:
