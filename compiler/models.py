@@ -147,9 +147,9 @@ class LowRankMatrix(nn.Module):
         (:func:`stapes.compress.rebalanced`, in float64)."""
         from .compress import rebalanced
         m = rebalanced(self.a.double().numpy(), self.b.double().numpy())
-        self.a.copy_(torch.from_numpy(m.a))
-        self.b.copy_(torch.from_numpy(m.b))
-        self.sigma.copy_(torch.from_numpy(m.sigma))
+        self.a.copy_(torch.tensor(m.a))
+        self.b.copy_(torch.tensor(m.b))
+        self.sigma.copy_(torch.tensor(m.sigma))
 
     def is_svd_form(self, rtol: float = 1e-4) -> bool:
         """True if the factors are SVD factors for ``sigma`` up to a per-component split of σ:

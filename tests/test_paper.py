@@ -67,6 +67,40 @@ def test_workers_give_the_same_results_as_one_process(tiny_run, tmp_path, capsys
     assert "--workers must be at least 1" in capsys.readouterr().err
 
 
+def test_doc_block_is_refreshed_from_the_run(tiny_run, tmp_path, capsys):
+    from stapes.paper.report import DOC_BEGIN, DOC_END, verdicts_markdown
+    out, _ = tiny_run
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# Title\nprose\n{DOC_BEGIN}\nstale\n{DOC_END}\nmore prose\n")
+    assert main(["paper", "--profile", "tiny", "--out", str(out), "--doc", str(doc), "--no-progress"]) == 0
+    text = doc.read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert "stale" not in text and text.startswith("# Title\nprose\n") and text.endswith("more prose\n")
+    import os
+    assert verdicts_markdown(results, os.path.relpath(out, tmp_path) + "/") in text
+    doc.write_text("no block")
+    assert main(["paper", "--profile", "tiny", "--out", str(tmp_path / "never"), "--doc", str(doc)]) == 2
+    assert "no generated block" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()       # refused before running anything
+
+
+def test_committed_paper_doc_quotes_the_committed_run():
+    """docs/paper.md's verdicts, settings and figures are exactly those of docs/paper/results.json."""
+    from pathlib import Path
+
+    from stapes.paper.report import doc_block, verdicts_markdown
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "paper.md").read_text()
+    results = json.loads((docs / "paper" / "results.json").read_text())
+    start, end = doc_block(text, "docs/paper.md")
+    assert text[start:end].strip() == verdicts_markdown(results, "paper/").strip()
+    assert results["profile"] == "full" and not results.get("failed")
+    for exp in results["experiments"].values():
+        assert exp["verdict"] not in ("failed", "not run"), exp["reason"]
+        for fig in exp["figures"]:
+            assert (docs / "paper" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_only_selects_experiments_and_rejects_unknown_ids(tiny_run, capsys):
     out, _ = tiny_run
     assert main(["paper", "--profile", "tiny", "--out", str(out), "--only", "r7", "--no-progress"]) == 0

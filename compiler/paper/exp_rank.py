@@ -203,17 +203,20 @@ def r2_summarize(ctx, done) -> Section:
                                   "cell": c}
                 for (k, c, n), rs in sorted(knob.items())}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    not_learned = " (not learned)"   # drawn hollow: shown, but without a say in the verdict
     for label, v in per_task.items():
-        axes[0].scatter(v["coherence"], v["kept"])
-        axes[0].annotate(label, (v["coherence"], v["kept"]), fontsize=7)
+        axes[0].scatter(v["coherence"], v["kept"], facecolors=None if v["learned"] else "none",
+                        edgecolors="C0" if not v["learned"] else None)
+        axes[0].annotate(label + ("" if v["learned"] else not_learned), (v["coherence"], v["kept"]), fontsize=7)
     axes[0].set(xlabel="input coherence (lag-1 autocorrelation)",
                 ylabel="kept share of above-chance metric, r < N", title="R2: across tasks")
     cells = sorted({v["cell"] for v in per_hold.values()})
     for c in cells:
-        pts = sorted((v["coherence"], v["kept"], v["hold"]) for v in per_hold.values() if v["cell"] == c)
-        axes[1].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=c)
-        for p in pts:
-            axes[1].annotate(f"hold {p[2]}", (p[0], p[1]), fontsize=7)
+        pts = sorted((v["coherence"], v["kept"], v["hold"], v["learned"]) for v in per_hold.values() if v["cell"] == c)
+        line, = axes[1].plot([p[0] for p in pts], [p[1] for p in pts], "-", label=c)
+        for x, y, hold, ok in pts:
+            axes[1].plot([x], [y], "o", color=line.get_color(), markerfacecolor=None if ok else "none")
+            axes[1].annotate(f"hold {hold}" + ("" if ok else not_learned), (x, y), fontsize=7)
     axes[1].set(xlabel="input coherence (lag-1 autocorrelation)", ylabel="kept share of above-chance metric, r < N",
                 title="R2: memorization, coherence knob (hold)")
     axes[1].legend()
@@ -225,17 +228,22 @@ def r2_summarize(ctx, done) -> Section:
     judged = [v for v in per_hold.values() if v["learned"]]
     corr = {c: pearson([v["coherence"] for v in judged if v["cell"] == c],
                        [v["kept"] for v in judged if v["cell"] == c]) for c in cells}
-    finite = [r for r in corr.values() if np.isfinite(r)]
-    if finite and all(r > 0.5 for r in finite):
+    # Across tasks too: coherence against tolerance over the task families that learned their task.
+    tasks_judged = [v for v in per_task.values() if v["learned"]]
+    across = pearson([v["coherence"] for v in tasks_judged], [v["kept"] for v in tasks_judged])
+    signs = [r for r in [across, *corr.values()] if np.isfinite(r)]
+    if len(signs) >= 2 and np.isfinite(across) and all(r > 0.5 for r in signs):
         verdict = "holds"
-    elif finite and all(r < -0.5 for r in finite):
+    elif len(signs) >= 2 and np.isfinite(across) and all(r < -0.5 for r in signs):
         verdict = "does not hold"
     else:
         verdict = "depends"
-    reason = ("coherence knob, Pearson r(coherence, kept) over the learned holds: "
+    reason = (f"across tasks, Pearson r(coherence, kept) = {across:.2f} over {len(tasks_judged)} learned task "
+              "families; coherence knob (memorization), over the learned holds: "
               + ", ".join(f"{c} {corr[c]:.2f} ({sum(v['cell'] == c for v in judged)} holds)" for c in cells)
-              + "; across tasks: " + ", ".join(f"{k} coh={v['coherence']:.2f} kept={v['kept']:.2f} "
-                                               f"r*/N={v['rank_fraction']:.2f}" for k, v in per_task.items()))
+              + "; per task: " + ", ".join(f"{k} coh={v['coherence']:.2f} kept={v['kept']:.2f} "
+                                           f"r*/N={v['rank_fraction']:.2f}{'' if v['learned'] else ' (not learned)'}"
+                                           for k, v in per_task.items()))
     rows = [[k, v["coherence"], v["dense"], "yes" if v["learned"] else "**no**", v["rank_fraction"], v["kept"]]
             for k, v in {**per_task, **per_hold}.items()]
     body = ("Tolerance of a model family = *kept*, the mean over the swept ranks r < N of (metric(r) − chance) / "
@@ -244,12 +252,12 @@ def r2_summarize(ctx, done) -> Section:
             "(`Task.coherence`). "
             "The controlled knob holds each memorized symbol for `hold` steps, with the delay shortened so "
             "that the span from the first symbol to the trigger is the same for every hold. Verdict: *holds* when "
-            "tolerance rises with coherence (r > 0.5) for every cell in the controlled experiment, counting "
-            "only the holds whose models learned the task (recall ≥ the recall threshold; a cell with fewer "
-            "than 3 learned holds has no say).\n\n"
+            "tolerance rises with coherence (r > 0.5) both across tasks and, for every cell, in the controlled "
+            "experiment; *does not hold* when it falls (r < −0.5) in both; *depends* otherwise. Only families "
+            "whose models learned their task count (a cell with fewer than 3 learned holds has no say).\n\n"
             + markdown_table(["family", "coherence", "full-rank metric", "learned", "r*/N", "kept"], rows))
     return Section("R2", TITLES["R2"], CLAIMS["R2"], verdict, reason, body, [figure],
-                   {"per_task": per_task, "per_hold": per_hold, "pearson_knob": corr})
+                   {"per_task": per_task, "per_hold": per_hold, "pearson_knob": corr, "pearson_tasks": across})
 
 
 TITLES = {"R1": "Rank tolerance of the recurrent weights", "R2": "Temporal coherence"}

@@ -27,8 +27,8 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     def cell(v):
         if isinstance(v, float):
             return "–" if not math.isfinite(v) else f"{v:.4g}"
-        return str(v)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return str(v).replace("|", "\\|")     # e.g. "mean |error|" must not split the cell
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -40,7 +40,7 @@ DOC_END = "<!-- stapes paper: generated block, end -->"
 def verdicts_markdown(results: dict, figure_root: str = "") -> str:
     """The verdict table, the settings and every figure, from results.json alone (so a document
     that quotes them can be checked against the run: tests/test_paper.py)."""
-    exps = results["experiments"]
+    exps = dict(sorted(results["experiments"].items(), key=lambda kv: (not kv[0].startswith("R"), kv[0])))
     md = [markdown_table(["id", "claim", "verdict", "measured"],
                          [[k, e["claim"], e["verdict"], e["reason"]] for k, e in exps.items()]),
           f"Profile `{results['profile']}` (stapes {results['stapes_version']}, suite v{results['suite_version']}); "

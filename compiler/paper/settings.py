@@ -35,6 +35,7 @@ class Settings:
     audio_batch: int = 0                 # batch size (0: batch_size)
     audio_train_frames: int = 0          # train on random crops of this many frames (0: whole clips)
     memo_target: float | None = None     # stop training a memorization model once its validation recall reaches this
+    memo_train_steps: int = 0            # optimiser steps for memorization models (0: train_steps)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -70,7 +71,8 @@ PROFILES: dict[str, Settings] = {
         batch_size=64, learning_rate=5e-3, finetune_steps=100, eval_sequences=512,
         memo_delay=20, delays=(10, 20, 50, 100), memo_hidden=64, holds=(1, 2, 4, 8),
         epsilons=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5), recall_threshold=0.9, rank_points=7,
-        quant_ranks=3, audio_train_steps=600, audio_batch=16, audio_train_frames=100, memo_target=1.0),
+        quant_ranks=3, audio_train_steps=600, audio_batch=16, audio_train_frames=100, memo_target=1.0,
+        memo_train_steps=6000),
 }
 
 

@@ -37,9 +37,12 @@ def _config_of(name: str, params: tuple) -> dict:
 def model_spec(task: dict, cell: str, hidden: int, seed: int, settings: Settings) -> dict:
     s = settings
     audio = task["name"] in AUDIO_TASKS
-    train = {"steps": (s.audio_train_steps or s.train_steps) if audio else s.train_steps,
-             "batch": (s.audio_batch or s.batch_size) if audio else s.batch_size, "lr": s.learning_rate}
-    if task["name"] == "memorization" and s.memo_target is not None:
+    memo = task["name"] == "memorization"
+    steps = (s.audio_train_steps or s.train_steps) if audio else (s.memo_train_steps or s.train_steps) if memo \
+        else s.train_steps
+    train = {"steps": steps, "batch": (s.audio_batch or s.batch_size) if audio else s.batch_size,
+             "lr": s.learning_rate}
+    if memo and s.memo_target is not None:
         train["target"] = s.memo_target
     return {"task": task, "cell": cell, "hidden": hidden, "seed": seed, "train": train}
 
