@@ -170,3 +170,27 @@ def test_registry_reports_missing_apis_and_checks_verdicts():
         Section("R0", "t", "c", "probably", "r")
     with pytest.raises(UserError):
         profile("huge")
+
+
+def test_ctrl_c_stops_the_workers_at_once(tmp_path):
+    """Ctrl-C (SIGINT to the process group) ends a --workers run within seconds, exit status 130,
+    with only complete entries in the cache (the workers are terminated, not waited for)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "stapes", "paper", "--profile", "quick", "--out", str(tmp_path / "out"),
+           "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(8)                               # the quick profile is still training models
+    assert proc.poll() is None
+    os.killpg(proc.pid, signal.SIGINT)
+    start = time.monotonic()
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.monotonic() - start < 10
+    models = tmp_path / "out" / "cache" / "models"
+    for entry in (models.iterdir() if models.is_dir() else []):
+        assert entry.name.startswith(".") or (entry / "params.json").is_file(), entry

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from .cache import RunCache
@@ -46,19 +45,23 @@ def prefill(out: Path, settings: Settings, plan: list, workers: int, progress: b
     done = {"models": 0, "runs": 0}
     saved = {name: os.environ.get(name) for name in _SINGLE_THREAD_ENV}
     os.environ.update({name: "1" for name in _SINGLE_THREAD_ENV})   # inherited by the spawned workers
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
-            for phase, jobs in (("models", [(_train_one, str(cache.root), spec) for spec in models]),
-                                ("runs", [(_compute_one, str(out), settings, exp_id, unit) for exp_id, unit in units])):
-                futures = [pool.submit(*job) for job in jobs]
-                for future in tqdm(as_completed(futures), total=len(futures), desc=f"stapes paper: {phase}",
-                                   unit=phase[:-1], disable=not progress or not futures):
-                    if (error := future.result()) is not None:
-                        failures.append(error)
-                    else:
-                        done[phase] += 1
+        for phase, jobs in (("models", [(_train_one, str(cache.root), spec) for spec in models]),
+                            ("runs", [(_compute_one, str(out), settings, exp_id, unit) for exp_id, unit in units])):
+            results = pool.imap_unordered(_run_job, jobs)
+            for error in tqdm(results, total=len(jobs), desc=f"stapes paper: {phase}", unit=phase[:-1],
+                              disable=not progress or not jobs):
+                if error is not None:
+                    failures.append(error)
+                else:
+                    done[phase] += 1
+        pool.close()
+    except BaseException:
+        pool.terminate()   # Ctrl-C: stop the workers now; every cache entry is atomic, so none is half-written
+        raise
     finally:
+        pool.join()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -67,8 +70,16 @@ def prefill(out: Path, settings: Settings, plan: list, workers: int, progress: b
     return {**done, "failures": failures}
 
 
+def _run_job(job: tuple) -> str | None:
+    fn, *args = job
+    return fn(*args)
+
+
 def _init_worker() -> None:
+    import signal
+
     import torch
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle (it terminates the pool)
     torch.set_num_threads(1)
 
 
