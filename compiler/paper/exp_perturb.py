@@ -9,7 +9,7 @@ import numpy as np
 
 from .exp_rank import TRAINING
 from .exp_memory import SMALL_EPS
-from .perturb_runs import EPS_ZERO, PERTURBATION, compute_perturbations, perturb_unit
+from .perturb_runs import COMPUTE_VERSION, EPS_ZERO, PERTURBATION, compute_perturbations, perturb_unit
 from .registry import Experiment, Section, register
 from .report import markdown_table
 from .settings import Settings
@@ -88,7 +88,7 @@ def r6_summarize(ctx, done) -> Section:
         f"{f} r={a['pearson']:.3f} |err|={a['mean_abs_error']:.3f}" for f, a in agreement["small"].items())
               + "; SVD minus Gaussian at equal ‖ΔW‖_F: " + ", ".join(
         f"{k} {v['svd_minus_gaussian_mean']:+.3f}" for k, v in numbers.items()))
-    body = ("Each family is averaged over seeds (and 2 noise draws for Gaussian). *Gaussian, same norm* "
+    body = ("Predicted = the first-order model of R5 (state-box projected, as `stapes perturb` uses it). Each family is averaged over seeds (and 2 noise draws for Gaussian). *Gaussian, same norm* "
             "draws i.i.d. noise with exactly the per-matrix Frobenius norm of the SVD truncation at each rank; "
             "quantization is symmetric per-tensor rounding at b bits (its own ε). A positive SVD-minus-Gaussian "
             "gap means truncation hurts less than random noise of the same size. Verdict: *holds* when the "
@@ -117,4 +117,4 @@ TITLE = "General perturbations at equal ‖ΔW‖_F"
 CLAIM = ("The perturbation model covers any ΔW of the recurrent weights: SVD truncation, Gaussian noise and "
          "uniform quantization, compared at equal ‖ΔW‖_F, measured and predicted.")
 register(Experiment("R6", TITLE, CLAIM, TRAINING + PERTURBATION, r6_units, compute_perturbations, r6_summarize,
-                    cache_kind="perturb"))
+                    cache_kind="perturb", compute_version=COMPUTE_VERSION))

@@ -13,9 +13,11 @@ from .zoo import model_spec, task_config, trained_graph
 QUANT_BITS = (3, 4, 5, 6, 8)
 EPS_ZERO = 1e-9      # below this ε a ΔW is round-off (e.g. the rank-N "truncation"), not a perturbation
 NOISE_SEEDS = 2
+COMPUTE_VERSION = 2   # 2: predictions projected onto the state box, as `stapes perturb` does (plus the linear ones)
 PERTURBATION = ("stapes.perturbation:svd_delta (B)", "stapes.perturbation:gaussian_delta (B)",
                 "stapes.perturbation:quant_delta (B)", "stapes.perturbation:perturbed_graph (B)",
                 "stapes.perturbation:linearized_drift (B)", "stapes.perturbation:drift_norms (B)",
+                "stapes.perturbation:saturate (B)",
                 "stapes.evaluate:eval_batch (A)", "stapes.evaluate:metrics_from_outputs (A)")
 
 
@@ -35,7 +37,7 @@ def compute_perturbations(ctx, unit: dict) -> dict:
     from ..evaluate import eval_batch, metrics_from_outputs
     from ..graph import dense
     from ..perturbation import (drift_norms, gaussian_delta, linearized_drift, perturbed_graph, quant_delta,
-                                svd_delta)
+                                saturate, svd_delta)
 
     graph = trained_graph(ctx, unit["model"])
     task, batch = eval_batch(graph.task, "test", unit["eval_sequences"])
@@ -47,16 +49,22 @@ def compute_perturbations(ctx, unit: dict) -> dict:
     def readout(states):
         return graph.readout.apply(states[:, -1] if graph.readout.mode == "final" else states)
 
+    def rms(norms):
+        return float(np.sqrt(np.mean(norms ** 2)))
+
     def point(family: str, deltas: dict, **info) -> dict:
+        """"predicted": the model `stapes perturb` uses (first-order drift, predicted state projected
+        onto the state box [-1, 1]^N); "predicted_linear": the plain h + e."""
         eps = float(np.sqrt(sum(np.sum(d ** 2) for d in deltas.values()))) / w_norm
         out_p, h_p = perturbed_graph(graph, deltas).run(batch.x)
         e, _ = linearized_drift(graph, deltas, batch.x)
-        measured, predicted = drift_norms(h_p - h), drift_norms(e)
+        h_pred = saturate(h, e)
+        measured, predicted, linear = drift_norms(h_p - h), drift_norms(h_pred - h), drift_norms(e)
         return {"family": family, "eps": eps, **info,
                 "measured": metrics_from_outputs(task, out_p, batch)[name],
-                "predicted": metrics_from_outputs(task, readout(h + e), batch)[name],
-                "drift_measured": float(np.sqrt(np.mean(measured ** 2))),
-                "drift_predicted": float(np.sqrt(np.mean(predicted ** 2))),
+                "predicted": metrics_from_outputs(task, readout(h_pred), batch)[name],
+                "predicted_linear": metrics_from_outputs(task, readout(h + e), batch)[name],
+                "drift_measured": rms(measured), "drift_predicted": rms(predicted), "drift_predicted_linear": rms(linear),
                 "drift_measured_t": measured.tolist(), "drift_predicted_t": predicted.tolist()}
 
     points = []
