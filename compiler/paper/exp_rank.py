@@ -223,8 +223,8 @@ def r2_summarize(ctx, done) -> Section:
     for ax in axes:
         ax.grid(alpha=0.3)
     figure = ctx.save_figure(fig, "r2_coherence")
-    # The verdict rests on the controlled experiment: within each cell, correlate coherence with tolerance
-    # over the holds whose models learned the task (NaN, and no say in the verdict, with fewer than 3).
+    # The controlled experiment: within each cell, correlate coherence with tolerance over the holds
+    # whose models learned the task (NaN, and no say in the verdict, with fewer than 3).
     judged = [v for v in per_hold.values() if v["learned"]]
     corr = {c: pearson([v["coherence"] for v in judged if v["cell"] == c],
                        [v["kept"] for v in judged if v["cell"] == c]) for c in cells}
