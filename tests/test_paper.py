@@ -189,8 +189,9 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path):
     assert proc.poll() is None
     os.killpg(proc.pid, signal.SIGINT)
     start = time.monotonic()
-    proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130 and time.monotonic() - start < 10
+    assert b"interrupted" in out and b"leaked" not in out     # no resources left for the tracker to clean
     models = tmp_path / "out" / "cache" / "models"
     for entry in (models.iterdir() if models.is_dir() else []):
         assert entry.name.startswith(".") or (entry / "params.json").is_file(), entry

@@ -77,9 +77,14 @@ def _run_job(job: tuple) -> str | None:
 
 def _init_worker() -> None:
     import signal
+    import threading
 
     import torch
+    from tqdm import tqdm
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle (it terminates the pool)
+    # tqdm's default lock holds a multiprocessing semaphore, which a terminated worker would leak
+    # (and the resource tracker would warn about); the worker's bars never leave the process.
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(1)
 
 
