@@ -61,9 +61,29 @@ def write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_versioned_json(path: str | os.PathLike, fmt: str, version: int) -> dict:
+    """A JSON file that declares ``format`` `fmt` and ``version`` `version`; every problem is a
+    UserError naming the file."""
+    from .errors import UserError
+
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: invalid JSON ({e})") from None
+    name = fmt.split(".")[-1]
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise UserError(f"{path}: not a {name} (format {found!r})")
+    if meta.get("version") != version:
+        raise UserError(f"{path}: {name} version {meta.get('version')} is not supported "
+                        f"(this stapes reads version {version})")
+    return meta
+
+
 def read_versioned(folder: str | os.PathLike, stem: str, fmt: str, version: int,
                    missing: str) -> tuple[dict, dict]:
-    """Read `<stem>.json` (checked: format `fmt`, version `version`) and `<stem>.npz` from a folder.
+    """Read `<stem>.json` (checked by :func:`read_versioned_json`) and `<stem>.npz` from a folder.
 
     Returns (meta, arrays). Every problem is a UserError naming the file; `missing` is the message
     for a folder without the two files."""
@@ -75,16 +95,7 @@ def read_versioned(folder: str | os.PathLike, stem: str, fmt: str, version: int,
     meta_path, npz_path = folder / f"{stem}.json", folder / f"{stem}.npz"
     if not meta_path.is_file() or not npz_path.is_file():
         raise UserError(f"{folder}: {missing}")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{meta_path}: invalid JSON ({e})") from None
-    name = fmt.split(".")[-1]
-    if meta.get("format") != fmt:
-        raise UserError(f"{meta_path}: not a {name} (format {meta.get('format')!r})")
-    if meta.get("version") != version:
-        raise UserError(f"{meta_path}: {name} version {meta.get('version')} is not supported "
-                        f"(this stapes reads version {version})")
+    meta = read_versioned_json(meta_path, fmt, version)
     with np.load(npz_path) as z:
         arrays = {k: z[k] for k in z.files}
     return meta, arrays

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -28,7 +27,7 @@ import torch
 from . import __version__
 from .errors import UserError
 from .extract import to_graph
-from .fsutil import atomic_dir, write_json
+from .fsutil import atomic_dir, read_versioned_json, write_json
 from .models import ModelConfig, RecurrentModel
 from .tasks import Batch, Task
 
@@ -246,12 +245,7 @@ def load_checkpoint(folder: str | Path) -> tuple[RecurrentModel, dict]:
         raise UserError(f"{folder}: no such folder")
     if not config_path.is_file() or not state_path.is_file():
         raise UserError(f"{folder}: not a training checkpoint (config.json and model.pt expected)")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{config_path}: invalid JSON ({e})") from None
-    if config.get("format") != CHECKPOINT_FORMAT or config.get("version") != CHECKPOINT_VERSION:
-        raise UserError(f"{config_path}: not a stapes checkpoint of version {CHECKPOINT_VERSION}")
+    config = read_versioned_json(config_path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
     try:
         model = RecurrentModel(ModelConfig(**config["model"]), seed=0)
     except (TypeError, KeyError) as e:
