@@ -290,12 +290,14 @@ def _scan_cell(gr: _Graph, scan):
     xs, ws, bs = set(), [], []
     for v in scan.input[1:]:
         add = gr.producer.get(v)
-        mm = gr.producer.get(next((i for i in add.input if i not in gr.consts), "")) if add and add.op_type == "Add" else None
-        if mm is None or mm.op_type != "MatMul" or len(add.input) != 2:
+        ins = list(add.input) if add is not None and add.op_type == "Add" else []
+        bias = [i for i in ins if i in gr.consts]
+        matmul = [gr.producer.get(i) for i in ins if i not in gr.consts]
+        if len(ins) != 2 or len(bias) != 1 or matmul[0] is None or matmul[0].op_type != "MatMul":
             _fail(f"{where}: scanned input {v!r} must be Add(MatMul(x, Wᵀ), b), the input projection of a gate")
-        bs.append(gr.const(next(i for i in add.input if i in gr.consts), "Scan input projection bias"))
-        ws.append(gr.const(mm.input[1], "Scan input projection weight").T)
-        xs.add(mm.input[0])
+        bs.append(gr.const(bias[0], "Scan input projection bias"))
+        ws.append(gr.const(matmul[0].input[1], "Scan input projection weight").T)
+        xs.add(matmul[0].input[0])
     if len(xs) != 1 or not xs <= gr.inputs:
         _fail(f"{where}: the input projections must all read one graph input (found {sorted(xs)})")
     body = a["body"]

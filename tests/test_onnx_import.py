@@ -221,3 +221,14 @@ def test_other_scans_are_refused_by_name(tmp_path, attr, value, message):
     onnx.save(model, tmp_path / "m.onnx")
     with pytest.raises(UserError, match=f"Scan node 'Scan': {attr} = .*{message}"):
         import_onnx(tmp_path / "m.onnx")
+
+
+def test_scan_with_an_unrecognised_input_projection_is_refused(tmp_path):
+    import onnx
+    from stapes.errors import UserError
+    model = export_onnx(random_graph("rnn", rank=2), lowrank="factors")
+    add = next(n for n in model.graph.node if n.op_type == "Add" and n.output[0] == "rnn_xwb")
+    add.input[1] = add.input[0]              # x Wᵀ + x Wᵀ: no constant bias
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(UserError, match="scanned input 'rnn_xwb' must be Add\\(MatMul\\(x, Wᵀ\\), b\\)"):
+        import_onnx(tmp_path / "m.onnx")
