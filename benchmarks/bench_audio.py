@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stapes.audio.tasks import BENCH_SIZES
-from stapes.compress import with_rank
-from stapes.evaluate import evaluate_graph, metrics_from_outputs
-from stapes.extract import to_graph
+from stapes.tasks.audio.tasks import BENCH_SIZES
+from stapes.compress.svd import with_rank
+from stapes.tasks.evaluate import evaluate_graph, metrics_from_outputs
+from stapes.frontend.extract import to_graph
 from stapes.fsutil import write_json
-from stapes.models import RecurrentModel
-from stapes.quantize import dequantize_output, quantize_graph, quantize_input
-from stapes.reference import run_reference
+from stapes.frontend.models import RecurrentModel
+from stapes.fixed.quantize import dequantize_output, quantize_graph, quantize_input
+from stapes.fixed.reference import run_reference
 from stapes.tasks import make_task
-from stapes.train import TrainConfig, model_config_for, save_checkpoint, train
+from stapes.frontend.train import TrainConfig, model_config_for, save_checkpoint, train
 
 # Model sizes as in the shared audio note; training budgets sized for a shared 2-core machine.
 PLANS = {

@@ -56,7 +56,7 @@ int main(int argc, char **argv)
 
 def callgrind_per_frame(q) -> float:
     """x86 instructions per frame of the generated C + runtime (callgrind, 1000 - 200 frames)."""
-    from stapes.emit_c import emit
+    from stapes.emit.model_c import emit
     from stapes.host.harness import OPT_FLAGS, WARNING_FLAGS, compiler, runtime_include_dir, runtime_sources
 
     if shutil.which("valgrind") is None:
@@ -91,10 +91,10 @@ def main() -> int:
     import torch
 
     from stapes.cli import main as stapes_main
-    from stapes.extract import from_graph
+    from stapes.frontend.extract import from_graph
     from stapes.host import build, run_c
     from stapes.host.random_models import random_graph
-    from stapes.quantize import quantize_graph, quantize_input
+    from stapes.fixed.quantize import quantize_graph, quantize_input
 
     torch.set_num_threads(1)
     graph = random_graph(args.seed, kind=args.kind, hidden=args.hidden, inputs=8, outputs=4, rank=args.rank or None)

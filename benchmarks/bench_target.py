@@ -27,9 +27,9 @@ def portable_variant(board):
 
 
 def random_mgu(n: int, rank: int | None, bits: int, inputs: int = 4, outputs: int = 2, seed: int = 0):
-    from stapes.compress import svd_factors
-    from stapes.graph import FloatGraph, MGUCell, Readout
-    from stapes.quantize import quantize_graph
+    from stapes.compress.svd import svd_factors
+    from stapes.ir.float_graph import FloatGraph, MGUCell, Readout
+    from stapes.fixed.quantize import quantize_graph
 
     rng = np.random.default_rng(seed)
 
@@ -44,7 +44,7 @@ def random_mgu(n: int, rank: int | None, bits: int, inputs: int = 4, outputs: in
 
 
 def dot_table(board, work: Path) -> list[dict]:
-    from stapes import board as B
+    from stapes.target import board as B
 
     cases = [(bits, n, 0, 0) for bits in (16, 8) for n in (64, 128)]
     counts = B.measure_dot_kernels(board, work, cases)
@@ -91,7 +91,7 @@ def recurrent_matvec(board, work: Path, n: int, r: int) -> dict:
     """Instructions of the recurrent mat-vec alone, inside the mat-vec kernels: a gate with a
     1-column input projection and U (N, N) [or A (N, r) B (r, N)], minus half of the same gate
     with a 1-column U (that half is the input projection's share), call overhead included."""
-    from stapes import board as B
+    from stapes.target import board as B
 
     work.mkdir(parents=True, exist_ok=True)
     runs = {}
@@ -106,8 +106,8 @@ def recurrent_matvec(board, work: Path, n: int, r: int) -> dict:
 
 
 def main(argv=None) -> int:
-    from stapes import board as B
-    from stapes.budget import budget, shape_of_qgraph
+    from stapes.target import board as B
+    from stapes.target.budget import budget, shape_of_qgraph
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="N = 64 only")

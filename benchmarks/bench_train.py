@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from stapes.models import ModelConfig, RecurrentModel
+from stapes.frontend.models import ModelConfig, RecurrentModel
 
 
 class GRUModel(nn.Module):

@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 
-from stapes.compress import svd_factors
-from stapes.graph import FloatGraph, MGUCell, Readout, RNNCell
-from stapes.onnx_export import export_onnx, make_session
+from stapes.compress.svd import svd_factors
+from stapes.ir.float_graph import FloatGraph, MGUCell, Readout, RNNCell
+from stapes.frontend.onnx_export import export_onnx, make_session
 
 INPUTS, OUTPUTS = 16, 8
 GOAL_FRAME, GOAL_SEQUENCE = 5.0, 1.0
@@ -91,9 +91,9 @@ def ort_runners(model, x: np.ndarray):
 # ---- stapes C ------------------------------------------------------------------------------------
 def stapes_runners(graph: FloatGraph, x: np.ndarray, prefix: str):
     """(one frame per call, whole sequence) closures calling the generated C through cffi."""
-    from stapes.emit_c import emit
+    from stapes.emit.model_c import emit
     from stapes.host import build
-    from stapes.quantize import quantize_graph, quantize_input
+    from stapes.fixed.quantize import quantize_graph, quantize_input
 
     q = quantize_graph(graph, calib_x=x.astype(np.float64))
     mod = build(q, prefix)

@@ -17,7 +17,7 @@ import numpy as np
 
 from stapes.host import build, run_c, run_runtime
 from stapes.host.random_models import random_inputs, random_qgraph
-from stapes.reference import run_reference
+from stapes.fixed.reference import run_reference
 
 
 def draw_model(rng: np.random.Generator, seed: int):

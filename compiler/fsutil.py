@@ -64,7 +64,7 @@ def write_json(path: str | os.PathLike, obj) -> None:
 def read_versioned_json(path: str | os.PathLike, fmt: str, version: int) -> dict:
     """A JSON file that declares ``format`` `fmt` and ``version`` `version`; every problem is a
     UserError naming the file."""
-    from .errors import UserError
+    from stapes.errors import UserError
 
     path = Path(path)
     try:
@@ -89,7 +89,7 @@ def read_versioned(folder: str | os.PathLike, stem: str, fmt: str, version: int,
     for a folder without the two files."""
     import numpy as np
 
-    from .errors import UserError
+    from stapes.errors import UserError
 
     folder = Path(folder)
     meta_path, npz_path = folder / f"{stem}.json", folder / f"{stem}.npz"

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stapes.emit_c import check_prefix, emit
+from stapes.emit.model_c import check_prefix, emit
 from stapes.errors import CheckFailed, UserError
-from stapes.fixedpoint import LUT_SIZE
-from stapes.ir import QGraph
-from stapes.reference import OP_KINDS, activation_tables, check_input
+from stapes.fixed.fixedpoint import LUT_SIZE
+from stapes.ir.qgraph import QGraph
+from stapes.fixed.reference import OP_KINDS, activation_tables, check_input
 
 WARNING_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror"]
 
@@ -468,7 +468,7 @@ NO_AVX2_REASON = "host CPU has no AVX2; the vector helpers are not compiled"
 
 
 class Helpers:
-    """numpy-in, numpy-out access to the C helpers (the twins of stapes.fixedpoint)."""
+    """numpy-in, numpy-out access to the C helpers (the twins of stapes.fixed.fixedpoint)."""
 
     def __init__(self):
         flags = WARNING_FLAGS + OPT_FLAGS

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from stapes.graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell
-from stapes.ir import QGraph
-from stapes.quantize import quantize_graph
+from stapes.ir.float_graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell
+from stapes.ir.qgraph import QGraph
+from stapes.fixed.quantize import quantize_graph
 
 
 def _matrix(rng: np.random.Generator, n: int, rank: int | None, scale: float):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from stapes.audio import dsp, features
-from stapes.audio.generate import noisy_int16, vad_labels
-from stapes.audio.wav import parse_wav
+from stapes.tasks.audio import dsp, features
+from stapes.tasks.audio.generate import noisy_int16, vad_labels
+from stapes.tasks.audio.wav import parse_wav
 
 
 def _tone(freq: float, seconds: float = 0.5, level: float = 0.3) -> np.ndarray:

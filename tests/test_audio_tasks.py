@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from stapes.audio import espeak_library, generate
-from stapes.audio.engine import engine_route
-from stapes.audio.tasks import CI_SIZES
+from stapes.tasks.audio import espeak_library, generate
+from stapes.tasks.audio.engine import engine_route
+from stapes.tasks.audio.tasks import CI_SIZES
 from stapes.errors import UserError
 from stapes.tasks import Batch, make_task, task_from_config
 
@@ -146,8 +146,8 @@ def test_baselines_and_oracle(tasks):
 
 
 def _train(task, hidden: int, steps: int, batch: int):
-    from stapes.models import RecurrentModel
-    from stapes.train import TrainConfig, model_config_for, train
+    from stapes.frontend.models import RecurrentModel
+    from stapes.frontend.train import TrainConfig, model_config_for, train
 
     model = RecurrentModel(model_config_for(task, "mgu", hidden), seed=0)
     cfg = TrainConfig(steps=steps, batch=batch, lr=1e-2, eval_every=max(steps // 3, 1), eval_n=64, threads=1)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stapes import board as B
+from stapes.target import board as B
 from stapes.cli import main as cli_main
-from stapes.graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell
-from stapes.quantize import quantize_graph
+from stapes.ir.float_graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell
+from stapes.fixed.quantize import quantize_graph
 
 NO_TOOLCHAIN = B.toolchain_missing()
 pytestmark = [pytest.mark.board,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stapes import board as B
+from stapes.target import board as B
 from stapes.errors import CheckFailed, UserError
 
 NO_TOOLCHAIN = B.toolchain_missing()
@@ -154,10 +154,10 @@ def test_hung_program_times_out(tmp_path):
 def test_demo_stage_says_how_to_get_the_toolchain(monkeypatch, tmp_path):
     import argparse
 
-    from stapes.commands.board import stage_board
-    from stapes.demo import STAGES, DemoContext
+    from stapes.cli.commands.board import stage_board
+    from stapes.studies.demo import STAGES, DemoContext
 
-    assert "stapes.commands.board:stage_board" in STAGES
+    assert "stapes.cli.commands.board:stage_board" in STAGES
     monkeypatch.setattr(B, "toolchain_missing", lambda: f"missing qemu-system-arm; install with: {B.INSTALL_HINT}")
     ctx = DemoContext(argparse.Namespace(), tmp_path / "out", tmp_path / "work")
     stage_board(ctx)

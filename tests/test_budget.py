@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stapes import board as B
-from stapes import budget as BU
+from stapes.target import board as B
+from stapes.target import budget as BU
 from stapes.cli import main as cli_main
-from stapes.emit_c import summary
+from stapes.emit.model_c import summary
 from stapes.errors import UserError
-from stapes.reference import frame_ops
+from stapes.fixed.reference import frame_ops
 from tests.test_board import random_qgraph
 
 NO_TOOLCHAIN = B.toolchain_missing()

@@ -95,7 +95,7 @@ def test_demo_stage_protocol(tmp_path, monkeypatch, capsys):
     """Stages run in order, share artifacts, write under the demo folder, report at the end."""
     import argparse
 
-    from stapes import demo
+    from stapes.studies import demo
     from stapes.fsutil import atomic_dir
 
     calls = []
@@ -117,7 +117,7 @@ def test_demo_stage_protocol(tmp_path, monkeypatch, capsys):
     args = argparse.Namespace(task="memorization")
     with atomic_dir(out) as work:
         ctx = demo.DemoContext(args=args, out=out, work=work)
-        demo.run_stages(ctx, ["stapes.demo:stage_a", "stapes.demo:stage_b", "stapes.demo:stage_report"])
+        demo.run_stages(ctx, ["stapes.studies.demo:stage_a", "stapes.studies.demo:stage_b", "stapes.studies.demo:stage_report"])
     assert calls == ["a", "b"]
     report = (out / "report.txt").read_text()
     assert "== a" in report and "did a" in report and report in capsys.readouterr().out
@@ -129,19 +129,19 @@ def test_demo_stage_protocol(tmp_path, monkeypatch, capsys):
 def test_demo_unknown_stage_fails_before_work(tmp_path):
     import argparse
 
-    from stapes import demo
+    from stapes.studies import demo
     from stapes.errors import UserError
 
     ctx = demo.DemoContext(args=argparse.Namespace(), out=tmp_path, work=tmp_path)
     with pytest.raises(UserError, match="cannot be loaded"):
-        demo.run_stages(ctx, ["stapes.demo:stage_report", "stapes.nowhere:stage_x"])
+        demo.run_stages(ctx, ["stapes.studies.demo:stage_report", "stapes.nowhere:stage_x"])
     assert not (tmp_path / "report.txt").exists()
 
 
 def test_default_stages_resolve():
-    from stapes import demo
+    from stapes.studies import demo
 
-    assert demo.STAGES[0] == "stapes.demo:stage_train" and demo.STAGES[-1] == "stapes.demo:stage_report"
+    assert demo.STAGES[0] == "stapes.studies.demo:stage_train" and demo.STAGES[-1] == "stapes.studies.demo:stage_report"
     for spec in demo.STAGES:
         assert callable(demo.resolve_stage(spec))
 
@@ -150,15 +150,15 @@ def test_demo_train_and_report_stages(tmp_path, capsys):
     """The real train + report stages (the other stages have their owners' tests)."""
     import argparse
 
-    from stapes import demo
+    from stapes.studies import demo
     from stapes.fsutil import atomic_dir
-    from stapes.graph import FloatGraph
+    from stapes.ir.float_graph import FloatGraph
 
     out = tmp_path / "demo"
     args = argparse.Namespace(task="memorization", cell="mgu", hidden=None, seed=0, quiet=True, out=str(out))
     with atomic_dir(out) as work:
         demo.run_stages(demo.DemoContext(args=args, out=out, work=work),
-                        ["stapes.demo:stage_train", "stapes.demo:stage_report"])
+                        ["stapes.studies.demo:stage_train", "stapes.studies.demo:stage_report"])
     report = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train"]["test"]["recall_accuracy"] >= 0.99

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stapes.cli import main
-from stapes.compress import (RankPolicy, choose_rank, compress_graph, recurrent_cost, svd_factors,
+from stapes.compress.svd import (RankPolicy, choose_rank, compress_graph, recurrent_cost, svd_factors,
                              truncation_errors, with_rank)
 from stapes.errors import UserError
-from stapes.graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell, dense
+from stapes.ir.float_graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell, dense
 
 
 def random_graph(kind: str, n: int = 12, i: int = 3, o: int = 2, seed: int = 0, task=None) -> FloatGraph:
@@ -134,8 +134,8 @@ def test_degradation_policy_picks_a_rank_whose_predicted_drop_is_small():
     assert c.cell.u_h.rank == r
 
     # The policy's promise: the predicted drop at r is within the bound, and one rank less is not.
-    from stapes import perturbation
-    from stapes.compress import with_rank
+    from stapes.compress import perturbation
+    from stapes.compress.svd import with_rank
     task, batch = perturbation.task_and_batch(g)
     base = perturbation.metric_of(task, g, batch)
     mats = {k: dense(m) for k, m in g.cell.recurrent().items()}

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from stapes.emit_c import emit, summary
+from stapes.emit.model_c import emit, summary
 from stapes.errors import UserError
 from stapes.host.random_models import random_qgraph
-from stapes.reference import frame_ops
+from stapes.fixed.reference import frame_ops
 
 GOLDEN = Path(__file__).parent / "golden"
 _spec = importlib.util.spec_from_file_location("golden_regenerate", GOLDEN / "regenerate.py")

@@ -3,7 +3,7 @@
 The vector helpers (stp_sat16_s64x4, stp_shift_round_s64x4, stp_shift_round_s32x8, stp_mul_q15_x8,
 stp_blend_q15_x8, stp_lut_q15_x8, with the load/store helpers) run through the test-only array
 entry points of python/stp_test_vector.c, compiled only into stapes.host.Helpers. Every check
-compares with stapes.fixedpoint and with the scalar C helper. Without AVX2 the tests skip.
+compares with stapes.fixed.fixedpoint and with the scalar C helper. Without AVX2 the tests skip.
 """
 
 import numpy as np
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stapes import fixedpoint as fx
+from stapes.fixed import fixedpoint as fx
 from stapes.host import Helpers
 from stapes.host.harness import ARCH_FLAGS, NO_AVX2_REASON
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stapes import fixedpoint as fx
+from stapes.fixed import fixedpoint as fx
 from stapes.host import Helpers
 
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int64)

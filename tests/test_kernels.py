@@ -14,7 +14,7 @@ import pytest
 
 from stapes.host import assert_bit_exact, run_runtime, run_runtime_sanitized
 from stapes.host.random_models import random_inputs, random_qgraph
-from stapes.reference import run_reference
+from stapes.fixed.reference import run_reference
 
 
 @st.composite
@@ -68,9 +68,9 @@ def test_full_scale_int16_weights_and_inputs():
 
 def test_mixed_recurrent_matrices():
     """An MGU whose U_f is low-rank (r=2) and U_h dense or of another rank (per-matrix policies)."""
-    from stapes.graph import LowRank, MGUCell
+    from stapes.ir.float_graph import LowRank, MGUCell
     from stapes.host.random_models import random_graph
-    from stapes.quantize import quantize_graph
+    from stapes.fixed.quantize import quantize_graph
 
     g = random_graph(4, kind="mgu", hidden=6, inputs=2, rank=4)
     c = g.cell

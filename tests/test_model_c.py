@@ -6,11 +6,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from stapes.emit_c import emit
+from stapes.emit.model_c import emit
 from stapes.errors import CheckFailed, UserError
 from stapes.host import assert_bit_exact, build, first_mismatch, run_c, run_sanitized, runtime_include_dir, runtime_sources
 from stapes.host.random_models import random_inputs, random_qgraph
-from stapes.reference import run_reference
+from stapes.fixed.reference import run_reference
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror", "-Wpedantic"]
 
@@ -119,7 +119,7 @@ def test_cli_quantize_emit_verify(tmp_path, capsys):
 def test_cli_without_task_uses_analytic_ranges_and_random_inputs(tmp_path, capsys):
     from stapes.cli import main
     from stapes.host.random_models import random_graph
-    from stapes.ir import QGraph
+    from stapes.ir.qgraph import QGraph
 
     random_graph(9, kind="rnn", hidden=6, inputs=2, outputs=1).save(tmp_path)
     assert main(["quantize", str(tmp_path), "--input-range", "4", "--out", str(tmp_path / "q")]) == 0

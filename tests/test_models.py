@@ -6,9 +6,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from stapes.errors import UserError
-from stapes.extract import from_graph, to_graph
-from stapes.graph import LowRank
-from stapes.models import DenseMatrix, LowRankMatrix, ModelConfig, RecurrentModel
+from stapes.frontend.extract import from_graph, to_graph
+from stapes.ir.float_graph import LowRank
+from stapes.frontend.models import DenseMatrix, LowRankMatrix, ModelConfig, RecurrentModel
 
 
 def _np(t):

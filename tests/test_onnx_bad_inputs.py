@@ -186,7 +186,7 @@ def test_messages_are_distinct(results):
 
 def test_valid_base_model_imports(tmp_path):
     """The generator above makes valid files when nothing is broken (so each case tests one defect)."""
-    from stapes.onnx_import import import_onnx
+    from stapes.frontend.onnx_import import import_onnx
     for op in ("RNN", "GRU"):
         (tmp_path / f"{op}.onnx").write_bytes(model(op))
         graph = import_onnx(tmp_path / f"{op}.onnx")
@@ -204,7 +204,7 @@ def test_corrupted_bytes_import_or_fail_cleanly(tmp_path_factory, op, flips):
     """Byte corruption anywhere in a valid file: the import succeeds (and is self-checked) or is a
     UserError, never another exception."""
     from stapes.errors import UserError
-    from stapes.onnx_import import import_onnx
+    from stapes.frontend.onnx_import import import_onnx
     data = bytearray(BASE[op])
     for where, value in flips:
         data[int(where * len(data))] = value
@@ -241,7 +241,7 @@ def _mutate(m, kind: str, a: int, b: int) -> None:
     st.integers(0, 50), st.integers(0, 50)), min_size=1, max_size=3))
 def test_structural_defects_import_or_fail_cleanly(tmp_path_factory, op, edits):
     from stapes.errors import UserError
-    from stapes.onnx_import import import_onnx
+    from stapes.frontend.onnx_import import import_onnx
     m = onnx.load_model_from_string(BASE[op])
     for kind, a, b in edits:
         _mutate(m, kind, a, b)

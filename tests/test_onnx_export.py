@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stapes.graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell, dense
-from stapes.onnx_export import export_onnx, run_onnxruntime
+from stapes.ir.float_graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell, dense
+from stapes.frontend.onnx_export import export_onnx, run_onnxruntime
 
 ATOL = RTOL = 1e-5
 
@@ -144,7 +144,7 @@ def _torch_mgu(graph, x):
 
 def test_torch_models_equal_onnxruntime():
     torch = pytest.importorskip("torch")
-    from stapes.onnx_import import from_torch_rnn
+    from stapes.frontend.onnx_import import from_torch_rnn
     torch.manual_seed(0)
     rnn, lin = torch.nn.RNN(3, 12, batch_first=True), torch.nn.Linear(12, 2)
     graph = from_torch_rnn(rnn, lin)

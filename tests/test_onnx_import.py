@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from stapes.graph import FloatGraph, dense
-from stapes.onnx_export import export_onnx, make_session, run_onnxruntime, save_onnx
-from stapes.onnx_import import from_torch_rnn, import_onnx
+from stapes.ir.float_graph import FloatGraph, dense
+from stapes.frontend.onnx_export import export_onnx, make_session, run_onnxruntime, save_onnx
+from stapes.frontend.onnx_import import from_torch_rnn, import_onnx
 
 from test_onnx_export import ATOL, RTOL, inputs, random_graph
 
@@ -39,7 +39,7 @@ def test_export_import_is_the_same_model(tmp_path, kind, rank, mode, act):
     x = inputs(b=2, t=9)
     ort_y = run_onnxruntime(tmp_path / "m.onnx", x)[0]
     np.testing.assert_allclose(back.run(x)[0], ort_y, atol=ATOL, rtol=RTOL)
-    from stapes.extract import from_graph          # ONNX -> stapes -> torch equals onnxruntime
+    from stapes.frontend.extract import from_graph          # ONNX -> stapes -> torch equals onnxruntime
     with torch.no_grad():
         torch_y = from_graph(back)(torch.tensor(x, dtype=torch.float32))[0].numpy()
     np.testing.assert_allclose(torch_y, ort_y, atol=ATOL, rtol=RTOL)
@@ -190,7 +190,7 @@ def test_torch_rnn_onnx_compiles_to_c_and_verifies(tmp_path):
 @pytest.mark.parametrize("mode,act", [("per_step", "linear"), ("final", "sigmoid")])
 def test_lowrank_factors_export_imports_with_its_ranks(tmp_path, kind, mode, act):
     """`export-onnx --lowrank factors` writes a Scan; importing it keeps each matrix low rank."""
-    from stapes.graph import LowRank
+    from stapes.ir.float_graph import LowRank
     graph = random_graph(kind, rank=3, mode=mode, act=act)
     save_onnx(export_onnx(graph, lowrank="factors"), tmp_path / "m.onnx")
     back = import_onnx(tmp_path / "m.onnx")

@@ -4,7 +4,7 @@ import pytest
 
 from stapes.host import build, run_c, run_runtime
 from stapes.host.random_models import random_inputs, random_qgraph
-from stapes.reference import OP_KINDS, analytic_ops, cell_ops, frame_ops, run_reference
+from stapes.fixed.reference import OP_KINDS, analytic_ops, cell_ops, frame_ops, run_reference
 
 MODELS = [dict(kind="rnn", hidden=9, inputs=3, outputs=2),
           dict(kind="rnn", hidden=9, inputs=3, outputs=2, rank=3, readout_mode="final"),

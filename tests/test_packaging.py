@@ -29,7 +29,7 @@ sources = sorted(p.name for p in runtime.joinpath("src").iterdir() if p.name.end
 assert headers and sources, (headers, sources)
 print("headers", headers)
 print("sources", sources)
-import stapes.models, stapes.tasks, stapes.train, stapes.extract, stapes.evaluate, stapes.demo
+import stapes.frontend.models, stapes.tasks, stapes.frontend.train, stapes.frontend.extract, stapes.tasks.evaluate, stapes.studies.demo
 """
 
 

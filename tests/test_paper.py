@@ -11,10 +11,10 @@ import pytest
 
 from stapes.cli import main
 from stapes.errors import UserError
-from stapes.paper.cache import RunCache, run_key
-from stapes.paper.registry import VERDICTS, Section, load_all, missing_requirements
-from stapes.paper.settings import PROFILES, profile, rank_grid
-from stapes.paper.stats import critical_delay, mean_std, pearson
+from stapes.experiments.cache import RunCache, run_key
+from stapes.experiments.registry import VERDICTS, Section, load_all, missing_requirements
+from stapes.experiments.settings import PROFILES, profile, rank_grid
+from stapes.experiments.stats import critical_delay, mean_std, pearson
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_workers_give_the_same_results_as_one_process(tiny_run, tmp_path, capsys
 
 
 def test_doc_block_is_refreshed_from_the_run(tiny_run, tmp_path, capsys):
-    from stapes.paper.report import DOC_BEGIN, DOC_END, verdicts_markdown
+    from stapes.experiments.report import DOC_BEGIN, DOC_END, verdicts_markdown
     out, _ = tiny_run
     doc = tmp_path / "doc.md"
     doc.write_text(f"# Title\nprose\n{DOC_BEGIN}\nstale\n{DOC_END}\nmore prose\n")
@@ -88,7 +88,7 @@ def test_committed_paper_doc_quotes_the_committed_run():
     """docs/paper.md's verdicts, settings and figures are exactly those of docs/paper/results.json."""
     from pathlib import Path
 
-    from stapes.paper.report import doc_block, verdicts_markdown
+    from stapes.experiments.report import doc_block, verdicts_markdown
     docs = Path(__file__).resolve().parents[1] / "docs"
     text = (docs / "paper.md").read_text()
     results = json.loads((docs / "paper" / "results.json").read_text())
@@ -163,9 +163,9 @@ def test_stats():
 
 
 def test_registry_reports_missing_apis_and_checks_verdicts():
-    assert missing_requirements(("stapes.graph:FloatGraph (lead)",)) == []
-    assert missing_requirements(("stapes.graph:no_such_thing (X)", "stapes.no_module:f (Y)")) == [
-        "stapes.graph:no_such_thing (X)", "stapes.no_module:f (Y)"]
+    assert missing_requirements(("stapes.ir.float_graph:FloatGraph (lead)",)) == []
+    assert missing_requirements(("stapes.ir.float_graph:no_such_thing (X)", "stapes.no_module:f (Y)")) == [
+        "stapes.ir.float_graph:no_such_thing (X)", "stapes.no_module:f (Y)"]
     with pytest.raises(ValueError):
         Section("R0", "t", "c", "probably", "r")
     with pytest.raises(UserError):

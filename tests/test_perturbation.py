@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from stapes import perturbation as P
+from stapes.compress import perturbation as P
 from stapes.cli import main
-from stapes.compress import svd_factors
+from stapes.compress.svd import svd_factors
 from stapes.errors import UserError
-from stapes.graph import dense
+from stapes.ir.float_graph import dense
 
 from test_compress import random_graph
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from stapes import board as B
-from stapes import plan as P
+from stapes.target import board as B
+from stapes.target import plan as P
 from stapes.cli import main as cli_main
 from stapes.errors import UserError
-from stapes.graph import FloatGraph, MGUCell, Readout
+from stapes.ir.float_graph import FloatGraph, MGUCell, Readout
 from stapes.tasks import make_task
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from stapes.errors import UserError
-from stapes.graph import FloatGraph, Readout, RNNCell
+from stapes.ir.float_graph import FloatGraph, Readout, RNNCell
 from stapes.host.random_models import random_graph, random_qgraph
-from stapes.ir import QFormat, QGraph, QTensor, is_qmodel_folder, prove_no_overflow
-from stapes.quantize import dequantize_output, quantize_graph, quantize_input
+from stapes.ir.qgraph import QFormat, QGraph, QTensor, is_qmodel_folder, prove_no_overflow
+from stapes.fixed.quantize import dequantize_output, quantize_graph, quantize_input
 
 
 def _rnn(w, u, b, v, c):
@@ -93,12 +93,12 @@ def trained_lowrank():
     """task name -> (low-rank FloatGraph, task, test batch); small MGUs trained once per module."""
     import torch
 
-    from stapes.compress import with_rank
-    from stapes.evaluate import eval_batch
-    from stapes.extract import to_graph
-    from stapes.models import RecurrentModel
+    from stapes.compress.svd import with_rank
+    from stapes.tasks.evaluate import eval_batch
+    from stapes.frontend.extract import to_graph
+    from stapes.frontend.models import RecurrentModel
     from stapes.tasks import make_task
-    from stapes.train import TrainConfig, model_config_for, train
+    from stapes.frontend.train import TrainConfig, model_config_for, train
 
     torch.set_num_threads(1)
     out = {}
@@ -116,8 +116,8 @@ def trained_lowrank():
 @pytest.mark.parametrize("task_name", sorted(QUALITY_TASKS))
 @pytest.mark.parametrize("weights,points", [("int16", 1.0), ("int8", 2.0)])
 def test_fixed_point_tracks_lowrank_float(trained_lowrank, task_name, weights, points):
-    from stapes.evaluate import metrics_from_outputs
-    from stapes.reference import run_reference
+    from stapes.tasks.evaluate import metrics_from_outputs
+    from stapes.fixed.reference import run_reference
 
     graph, task, batch = trained_lowrank[task_name]
     metric = task.primary_metric

@@ -5,8 +5,8 @@ import pytest
 
 from stapes.errors import UserError
 from stapes.host.random_models import random_graph
-from stapes.quantize import dequantize_output, dequantize_state, quantize_graph, quantize_input
-from stapes.reference import run_reference
+from stapes.fixed.quantize import dequantize_output, dequantize_state, quantize_graph, quantize_input
+from stapes.fixed.reference import run_reference
 
 
 @pytest.mark.parametrize("kind", ["rnn", "mgu"])

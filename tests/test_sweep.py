@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from stapes.cli import main
-from stapes.compress import evaluate_metric, finetune_graph, with_rank
+from stapes.compress.svd import evaluate_metric, finetune_graph, with_rank
 from stapes.errors import UserError
-from stapes.evaluate import evaluate_graph
-from stapes.graph import LowRank
-from stapes.sweep import default_ranks, run_sweep, smallest_rank_within
+from stapes.tasks.evaluate import evaluate_graph
+from stapes.ir.float_graph import LowRank
+from stapes.studies.sweep import default_ranks, run_sweep, smallest_rank_within
 
 from test_compress import random_graph
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from stapes.emit_c import emit
+from stapes.emit.model_c import emit
 from stapes.host import runtime_include_dir, runtime_sources
 from stapes.host.random_models import random_qgraph
 

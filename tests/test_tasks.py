@@ -6,11 +6,11 @@ import torch
 
 from stapes import tasks
 from stapes.errors import UserError
-from stapes.evaluate import eval_batch, evaluate_graph, metrics_from_outputs
-from stapes.extract import to_graph
-from stapes.models import RecurrentModel
+from stapes.tasks.evaluate import eval_batch, evaluate_graph, metrics_from_outputs
+from stapes.frontend.extract import to_graph
+from stapes.frontend.models import RecurrentModel
 from stapes.tasks import Batch, lag1_autocorrelation, make_task, task_from_config
-from stapes.train import model_config_for
+from stapes.frontend.train import model_config_for
 
 
 @pytest.mark.parametrize("length,symbols,delay,hold", [(5, 2, 20, 1), (3, 4, 0, 1), (4, 3, 7, 3)])
@@ -162,7 +162,7 @@ def test_lazy_entry_that_cannot_load_says_why(monkeypatch):
 def test_audio_tasks_are_registered_lazily():
     for name in ("vad", "denoise", "kws"):
         assert name in tasks.TASK_NAMES
-        assert tasks._REGISTRY[name] == f"stapes.audio.tasks:make_{name}_task"
+        assert tasks._REGISTRY[name] == f"stapes.tasks.audio.tasks:make_{name}_task"
 
 
 def test_config_rebuilds_the_task():

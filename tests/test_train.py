@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from stapes.errors import UserError
-from stapes.evaluate import evaluate_graph
-from stapes.graph import FloatGraph, LowRank
-from stapes.models import RecurrentModel
+from stapes.tasks.evaluate import evaluate_graph
+from stapes.ir.float_graph import FloatGraph, LowRank
+from stapes.frontend.models import RecurrentModel
 from stapes.tasks import make_task
-from stapes.train import TrainConfig, fit, load_checkpoint, model_config_for, save_checkpoint, train
+from stapes.frontend.train import TrainConfig, fit, load_checkpoint, model_config_for, save_checkpoint, train
 
 SMALL_TASK = {"name": "memorization", "delay": 3, "length": 3}
 
@@ -120,7 +120,7 @@ def test_load_checkpoint_errors(tmp_path):
 
 def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
     task, model = small()
-    import stapes.train as train_mod
+    import stapes.frontend.train as train_mod
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
@@ -154,7 +154,7 @@ def test_rnn_learns_memorization_to_95_percent():
 
 
 def test_adam_matches_torch_optim_adam():
-    from stapes.train import Adam
+    from stapes.frontend.train import Adam
 
     g = torch.Generator().manual_seed(0)
     target = torch.randn(5, 3, generator=g)

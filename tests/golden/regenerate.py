@@ -11,10 +11,10 @@ import json
 import shutil
 from pathlib import Path
 
-from stapes.emit_c import emit
-from stapes.graph import FloatGraph
+from stapes.emit.model_c import emit
+from stapes.ir.float_graph import FloatGraph
 from stapes.host.random_models import random_graph
-from stapes.quantize import quantize_graph
+from stapes.fixed.quantize import quantize_graph
 
 HERE = Path(__file__).resolve().parent
 CASES = {

@@ -1,0 +1,143 @@
+"""`stapes board`: list the board profiles; run a QModel on a board under qemu, bit-exact."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from stapes.errors import CheckFailed, UserError
+
+NAME = "board"
+HELP = "list boards, or cross-build a QModel and run it under qemu: bit-exact check, sizes, counts"
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    sub.add_parser("list", help="the board profiles (runnable under qemu, or estimate-only)")
+    r = sub.add_parser("run", help="cross-build, run under qemu, compare with host and reference")
+    r.add_argument("model", metavar="QMODEL", help="QModel folder (from `stapes quantize`)")
+    r.add_argument("--board", default="mps2-an386", help="board (default mps2-an386, a Cortex-M4F)")
+    r.add_argument("--frames", type=int, default=32, help="golden input frames (default 32)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the golden inputs (default 0)")
+    r.add_argument("--rank", type=int, default=0, help="run-time rank (default 0: the stored rank)")
+    r.add_argument("--timeout", type=float, default=60.0, help="seconds before a qemu run counts as hung")
+    r.add_argument("--keep", metavar="DIR", default=None,
+                   help="keep the build (sources, ELF, map, outputs) in DIR")
+
+
+def _list() -> int:
+    from stapes.target.board import board_names, load_board
+
+    for name in board_names():
+        b = load_board(name)
+        print(f"{name:<24} {'qemu' if b.runs else 'estimate':<9} {b.description}")
+    return 0
+
+
+def _report(res, budget) -> str:
+    from stapes.target import board as B
+
+    insns = res.frame_insns
+    mean = sum(insns) / len(insns) if insns else 0.0
+    s = res.sizes
+    lines = [f"board {res.board}: {res.frames} frames, target exit status {res.returncode}, "
+             f"host exit status {res.host_returncode}",
+             f"target == host (same bytes, same exit status): {'yes' if res.same_as_host else 'NO'}",
+             f"target == reference (every output and state): {'yes' if res.same_as_reference else 'NO'}"]
+    if res.first_mismatch:
+        lines.append(f"first mismatch: {res.first_mismatch}")
+    lines += [f"sizes (arm-none-eabi-size, whole image): text {s['text']} data {s['data']} bss {s['bss']}; "
+              f"flash {s['flash']} (without golden inputs {s['flash_model']}), RAM {s['ram']} + {B.stack_text(res)}",
+              "model and runtime symbols (bytes):"]
+    lines += [f"  {size:>7}  {name}" for name, size, _ in res.model_symbols[:20]]
+    if len(res.model_symbols) > 20:
+        rest = sum(size for _, size, _ in res.model_symbols[20:])
+        lines.append(f"  {rest:>7}  ({len(res.model_symbols) - 20} smaller symbols)")
+    if insns:
+        lines.append(f"instructions per frame of the step function (qemu, {res.method}): mean {mean:,.1f}, "
+                     f"min {min(insns):,}, max {max(insns):,}; {res.macs_per_frame} MACs/frame, "
+                     f"{mean / max(res.macs_per_frame, 1):.2f} instructions/MAC")
+    if res.kernel_insns is not None:
+        lines.append(f"  of which in the mat-vec kernels: {res.kernel_insns:,.1f} "
+                     f"({res.kernel_insns / max(res.macs_per_frame, 1):.3f} instructions/MAC)")
+    if budget is not None and budget.instructions is not None and insns:
+        lines.append(f"budget estimate: {budget.instructions:,.0f} instructions/frame "
+                     f"({100 * (budget.instructions / mean - 1):+.1f} %), flash {budget.flash['total']} "
+                     f"(measured {s['flash_model']}), RAM {budget.ram['total'] - budget.ram['stack']} "
+                     f"(measured {s['ram']}) + stack {budget.ram['stack']} (this run: {B.stack_text(res)})")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    if args.action == "list":
+        return _list()
+    if args.action != "run":
+        raise UserError("say `stapes board list` or `stapes board run QMODEL --board B`")
+    from stapes.target import board as B
+    from stapes.target.budget import budget, shape_of_qgraph
+    from stapes.ir.qgraph import QGraph
+
+    if args.frames < 1:
+        raise UserError(f"--frames must be at least 1, got {args.frames}")
+    if args.timeout <= 0:
+        raise UserError(f"--timeout must be positive, got {args.timeout}")
+    board = B.load_board(args.board)
+    B.require_runnable(board)
+    q = QGraph.load(args.model)
+    if args.keep:
+        from stapes.fsutil import atomic_dir
+
+        with atomic_dir(args.keep) as work:
+            res = B.run_qgraph(q, board, Path(work), args.frames, args.seed, args.rank, args.timeout)
+        print(f"build kept in {args.keep}")
+    else:
+        with tempfile.TemporaryDirectory(prefix="stapes-board-") as work:
+            res = B.run_qgraph(q, board, Path(work), args.frames, args.seed, args.rank, args.timeout)
+    est = budget(shape_of_qgraph(q), board, 8.0)
+    print(_report(res, est))
+    if not (res.same_as_host and res.same_as_reference and res.returncode == 0):
+        raise CheckFailed(f"{board.name} differs: {res.first_mismatch or 'host and target outputs differ'}")
+    return 0
+
+
+def stage_board(ctx) -> None:
+    """`stapes demo` stage: the demo's QModel (or the trained model, quantized here) on the
+    Cortex-M4 under qemu, compared with the host and the reference; skipped with the install
+    line when the cross toolchain is absent."""
+    from stapes.target import board as B
+
+    title = "Cortex-M4 (mps2-an386 under qemu)"
+    reason = B.toolchain_missing()
+    if reason:
+        ctx.section(title, [f"skipped: {reason}"])
+        return
+    from stapes.ir.qgraph import QGraph
+
+    qmodel = ctx.artifacts.get("qmodel")
+    if qmodel is not None:
+        q = QGraph.load(qmodel)
+    else:                      # no quantize stage ran: quantize the trained model on its task data
+        from stapes.ir.float_graph import FloatGraph
+        from stapes.fixed.quantize import quantize_graph
+
+        task = ctx.artifacts["task"]
+        q = quantize_graph(FloatGraph.load(ctx.artifacts["model"]),
+                           calib_x=task.sample("train", 256, 1).x, weights="int16")
+    board = B.load_board("mps2-an386")
+    ctx.log("cross-building for the Cortex-M4 and running under qemu")
+    res = B.run_qgraph(q, board, ctx.stage_dir("board"), frames=32, seed=0)
+    if not (res.same_as_host and res.same_as_reference and res.returncode == 0):
+        raise CheckFailed(f"Cortex-M4 differs: {res.first_mismatch or 'host and target outputs differ'}")
+    mean = sum(res.frame_insns) / len(res.frame_insns)
+    s = res.sizes
+    ctx.summary["board"] = {"board": board.name, "frames": res.frames, "mismatches": 0,
+                            "instructions_per_frame": mean, "macs_per_frame": res.macs_per_frame,
+                            "flash": s["flash_model"], "ram": s["ram"], "stack": res.stack}
+    ctx.section(title, [
+        f"bit-exact: {res.frames} frames, every output and state equal to the host build and the "
+        f"reference (mismatches: 0)",
+        f"cost:      {mean:,.0f} instructions/frame (qemu), {res.macs_per_frame} MACs/frame, "
+        f"{mean / max(res.macs_per_frame, 1):.2f} instructions/MAC",
+        f"size:      flash {s['flash_model']} B (model + runtime + startup), RAM {s['ram']} B + {B.stack_text(res)}",
+        f"build:     {ctx.final_path(ctx.stage_dir('board'))}",
+    ])

@@ -1,0 +1,103 @@
+"""`stapes compress MODEL --rank R | --energy F | --max-error E | --max-drop D --out DIR`."""
+
+from __future__ import annotations
+
+NAME = "compress"
+HELP = "truncated-SVD compression of the recurrent weights (rank, energy, error or predicted-drop policy)"
+DESCRIPTION = (HELP + ". Writes a model folder with the compressed FloatGraph and compress.json "
+               "(ranks, truncation errors, MACs/parameters dense vs low rank, metrics before/after).")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", metavar="MODEL", help="model folder (graph.json + graph.npz)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--rank", type=int, help="fixed rank for every recurrent matrix")
+    g.add_argument("--energy", type=float, help="keep this fraction of Σσ² (0 < F <= 1)")
+    g.add_argument("--max-error", type=float,
+                   help="largest relative truncation error (see --error-norm)")
+    g.add_argument("--max-drop", type=float,
+                   help="largest first-order predicted drop of the task metric (needs the task)")
+    p.add_argument("--error-norm", choices=("spectral", "frobenius"), default="spectral",
+                   help="norm for --max-error: σ_{r+1}/σ_1 or the relative Frobenius error (default spectral)")
+    p.add_argument("--joint", action="store_true", help="MGU: factor [U_f; U_h] together (shared b factor)")
+    p.add_argument("--unbalanced", action="store_true",
+                   help="factors a = P Σ, b = Qᵀ instead of the balanced P Σ^½, Σ^½ Qᵀ")
+    p.add_argument("--finetune", type=int, default=0, metavar="STEPS",
+                   help="fine-tune the factors for STEPS optimizer steps on the task (default 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed for fine-tuning (default 0)")
+    p.add_argument("--out", required=True, help="output model folder")
+
+
+def _policy(args):
+    from stapes.compress.svd import RankPolicy
+
+    if args.rank is not None:
+        return RankPolicy("rank", args.rank)
+    if args.energy is not None:
+        return RankPolicy("energy", args.energy)
+    if args.max_error is not None:
+        return RankPolicy(args.error_norm, args.max_error)
+    return RankPolicy("degradation", args.max_drop)
+
+
+def run(args) -> int:
+    from stapes.compress.svd import compress_report
+    from stapes.errors import UserError
+    from stapes.fsutil import atomic_dir, write_json
+    from stapes.ir.float_graph import FloatGraph
+
+    graph = FloatGraph.load(args.model)
+    policy = _policy(args)
+    if policy.kind == "rank" and args.rank > graph.hidden_size:
+        raise UserError(f"--rank {args.rank} is larger than the hidden size {graph.hidden_size}")
+    if args.finetune < 0:
+        raise UserError(f"--finetune must be >= 0, got {args.finetune}")
+    compressed, report = compress_report(graph, policy, joint=args.joint, balanced=not args.unbalanced,
+                                         finetune_steps=args.finetune, seed=args.seed)
+    with atomic_dir(args.out) as tmp:
+        compressed.save(tmp)
+        write_json(tmp / "compress.json", report)
+    ranks = ", ".join(f"{k} r={v['rank']}" for k, v in report["compression"]["matrices"].items())
+    print(f"compress: {ranks}; {report['cost']['statement']}")
+    for key in ("metric_dense", "metric_compressed", "metric_finetuned"):
+        if report.get(key) is not None:
+            print(f"compress: {key.replace('metric_', '')} {report['metric_name']} = {report[key]:.4f}")
+    print(f"compress: wrote {args.out}")
+    return 0
+
+
+# ---- demo stage (listed in stapes.studies.demo.STAGES after training) ---------------------------------
+DEMO_FINETUNE_STEPS = 150  # enough to show the recovery; the demo's time budget is 2 minutes
+
+
+def stage_compress(ctx) -> None:
+    """Compress the demo model's recurrent matrices to rank N/4 (half the dense MACs), measure the
+    metric truncated and after a short fine-tuning of the factors, and save the fine-tuned
+    model folder as ``artifacts["compressed"]`` (``compress/model``)."""
+    from stapes.compress.svd import RankPolicy, compress_report
+    from stapes.fsutil import write_json
+    from stapes.ir.float_graph import FloatGraph
+
+    graph = FloatGraph.load(ctx.artifacts["model"])
+    rank = max(1, graph.hidden_size // 4)
+    ctx.log(f"compressing to rank {rank} of {graph.hidden_size}, fine-tuning {DEMO_FINETUNE_STEPS} steps")
+    compressed, report = compress_report(graph, RankPolicy("rank", rank), finetune_steps=DEMO_FINETUNE_STEPS,
+                                         seed=ctx.args.seed)
+    folder = ctx.stage_dir("compress") / "model"
+    folder.mkdir()
+    compressed.save(folder)
+    write_json(folder / "compress.json", report)
+    ctx.artifacts["compressed"] = folder
+    cost, name = report["cost"], report["metric_name"]
+    ctx.section("compress (truncated SVD of the recurrent matrices)", [
+        f"rank {rank} of {graph.hidden_size} for {', '.join(cost['matrices'])}",
+        f"recurrent MACs/step: {cost['recurrent_macs_dense']} dense -> {cost['recurrent_macs']} "
+        f"({100 * cost['mac_saving']:.0f}% fewer); parameters {cost['recurrent_params_dense']} -> "
+        f"{cost['recurrent_params']}",
+        f"{name}: dense {report['metric_dense']:.4f}, truncated {report['metric_compressed']:.4f}, "
+        f"fine-tuned ({DEMO_FINETUNE_STEPS} steps) {report['metric_finetuned']:.4f}",
+        f"saved: {ctx.final_path(folder)}",
+    ])
+    ctx.summary["compress"] = {"rank": rank, "metric_dense": report["metric_dense"],
+                               "metric_truncated": report["metric_compressed"],
+                               "metric_finetuned": report["metric_finetuned"], "mac_saving": cost["mac_saving"]}

@@ -1,0 +1,40 @@
+"""`stapes emit QMODEL --out DIR [--prefix P]`."""
+
+from __future__ import annotations
+
+NAME = "emit"
+HELP = "generate <prefix>.c/.h (const tables + step/run functions) from a QModel folder"
+DESCRIPTION = (HELP + ". Copies the runtime (runtime_c/include, runtime_c/src) beside them, so the "
+               "folder builds on its own: cc -std=c99 -Iruntime/include *.c runtime/src/*.c.")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("qmodel", metavar="QMODEL", help="QModel folder (qgraph.json + qgraph.npz)")
+    p.add_argument("--prefix", default="model", help="C prefix of the generated symbols (default model)")
+    p.add_argument("--no-runtime", action="store_true", help="write only the generated files")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def run(args) -> int:
+    from stapes.emit.model_c import emit, summary
+    from stapes.fsutil import atomic_dir
+    from stapes.ir.qgraph import QGraph
+
+    q = QGraph.load(args.qmodel)
+    files = emit(q, args.prefix)
+    with atomic_dir(args.out) as tmp:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        if not args.no_runtime:
+            from stapes.host import runtime_include_dir, runtime_sources
+
+            for sub, paths in (("include", sorted(runtime_include_dir().glob("*.h"))), ("src", runtime_sources())):
+                (tmp / "runtime" / sub).mkdir(parents=True, exist_ok=True)
+                for path in paths:
+                    (tmp / "runtime" / sub / path.name).write_bytes(path.read_bytes())
+    s = summary(q)
+    print(f"emit: {', '.join(files)}: {s['macs_per_frame']} MACs/frame "
+          f"(all-dense {s['macs_per_frame_dense']}), weights {s['weight_bytes']} B, tables {s['table_bytes']} B, "
+          f"state {s['state_bytes']} B, scratch {s['scratch_bytes']} B")
+    print(f"emit: wrote {args.out}")
+    return 0

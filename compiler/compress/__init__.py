@@ -1,0 +1,1 @@
+"""Stage 4: compression of recurrent weights (truncated SVD, rank policies, perturbation model). numpy only."""

@@ -1,0 +1,1 @@
+"""Workflows that combine stages: rank sweeps (with optional fine-tuning), compression reports, the demo."""
