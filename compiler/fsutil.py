@@ -11,6 +11,14 @@ from pathlib import Path
 from typing import Iterator
 
 
+def cache_dir(*parts: str) -> Path:
+    """stapes' cache folder (``$STAPES_CACHE``, default ``$XDG_CACHE_HOME/stapes`` or
+    ``~/.cache/stapes``), joined with `parts`: the one place that knows where the cache lives."""
+    root = os.environ.get("STAPES_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stapes")
+    return Path(root).joinpath(*parts)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `target`, on error it vanishes.

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stapes.fixed.compare import assert_bit_exact, first_mismatch  # noqa: F401  (public via stapes.host)
+
 from stapes.emit.model_c import check_prefix, emit
 from stapes.errors import CheckFailed, UserError
 from stapes.fixed.fixedpoint import LUT_SIZE
@@ -586,31 +588,6 @@ class Helpers:
         first = self.mod.ffi.new("int16_t[4]")
         bad = int(self.mod.lib.stp_test_mul_q15_x8_rows(self._buf(a), a.size, first))
         return bad, (tuple(int(x) for x in first) if bad else None)
-
-
-# ---- comparing C with the reference -----------------------------------------------------------------
-def first_mismatch(what: str, c_values: np.ndarray, ref_values: np.ndarray) -> str | None:
-    """None when equal, else "<what>: N mismatching values; first at sequence b, step t, index i:
-    C v, reference w" (arrays (B, T, K) or (B, K))."""
-    c_values, ref_values = np.asarray(c_values), np.asarray(ref_values)
-    if c_values.shape != ref_values.shape:
-        return f"{what}: C shape {c_values.shape} != reference shape {ref_values.shape}"
-    bad = c_values != ref_values
-    if not bad.any():
-        return None
-    where = tuple(int(i) for i in np.argwhere(bad)[0])
-    pos = (f"sequence {where[0]}, step {where[1]}, index {where[2]}" if len(where) == 3
-           else f"sequence {where[0]}, index {where[1]}")
-    return (f"{what}: {int(bad.sum())} mismatching values; first at {pos}: "
-            f"C {int(c_values[where])}, reference {int(ref_values[where])}")
-
-
-def assert_bit_exact(c_outputs, c_states, ref) -> None:
-    """Raise CheckFailed with the first mismatch (states first: they explain the outputs)."""
-    for what, c_arr, r_arr in (("states", c_states, ref.states), ("outputs", c_outputs, ref.outputs)):
-        msg = first_mismatch(what, c_arr, r_arr)
-        if msg:
-            raise CheckFailed(msg)
 
 
 # ---- the runtime under ASan/UBSan with models read from a file (one build for any model) ---------

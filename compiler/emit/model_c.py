@@ -14,12 +14,11 @@ import numpy as np
 from stapes import __version__
 from stapes.fixed import fixedpoint as fx
 from stapes.errors import UserError
+from stapes.emit.cwriter import c_array, c_type
 from stapes.ir.qgraph import STATE_FRAC, QGraph, QTensor
 from stapes.fixed.reference import activation_tables, frame_ops
 
 _PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
-_CTYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.int16): "int16_t", np.dtype(np.int32): "int32_t"}
-PER_LINE = 8
 
 
 def check_prefix(prefix: str) -> str:
@@ -30,15 +29,7 @@ def check_prefix(prefix: str) -> str:
 
 def _array(name: str, data: np.ndarray, comment: str) -> str:
     flat = np.asarray(data).reshape(-1)
-    ctype = _CTYPE[flat.dtype]
-    width = max(len(str(int(v))) for v in flat) + 1
-    lines = [f"/* {comment} */", f"static const {ctype} {name}[{flat.size}] = {{"]
-    for k in range(0, flat.size, PER_LINE):
-        lines.append("    " + " ".join(f"{int(v):>{width}d}," for v in flat[k:k + PER_LINE]).rstrip(","))
-        if k + PER_LINE < flat.size:
-            lines[-1] += ","
-    lines.append("};")
-    return "\n".join(lines)
+    return c_array(c_type(flat.dtype), name, flat, comment)
 
 
 def _tensor_comment(t: QTensor) -> str:

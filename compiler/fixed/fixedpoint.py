@@ -1,4 +1,4 @@
-"""The arithmetic contract (design.md §3), numpy side: integer twins of runtime_c/include/stp_fixed.h.
+"""The arithmetic contract (docs/architecture.md), numpy side: integer twins of runtime_c/include/stp_fixed.h.
 
 Every helper here has a C twin of the same name (``stp_<name>``) in ``stp_fixed.h``; the two are
 tested equal over all 65,536 int16 inputs (one-argument helpers) or hypothesis-drawn inputs.
@@ -13,21 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
-INT32_MAX = (1 << 31) - 1
-Q15_ONE = 1 << 15
-
-# Shifts the runtime accepts (stp_shift_round_s64): right up to 31, left up to 16. With
-# |v| < 2^31 a left shift by 16 stays below 2^47, so the sum of three terms fits int64.
-SHIFT_MIN, SHIFT_MAX = -16, 31
-
-# Activation tables: an int16 pre-activation v indexes entry (v + 32768) >> LUT_STEP_BITS and
-# interpolates linearly with the low LUT_STEP_BITS bits: 2^(16 - bits) + 1 entries.
-LUT_STEP_BITS = 6
-LUT_SIZE = (1 << (16 - LUT_STEP_BITS)) + 1
-# The pre-activation format each table reads (design: tanh on Q3.12 covers ±8, where tanh is
-# within 2^-22 of ±1; sigmoid on Q4.11 covers ±16, where sigmoid is within 2^-23 of 0 or 1).
-TABLE_INPUT_FRAC = {"tanh": 12, "sigmoid": 11}
+from stapes.ir.contract import (  # noqa: F401  (re-exported: the twins and their constants in one place)
+    INT16_MAX, INT16_MIN, INT32_MAX, LUT_SIZE, LUT_STEP_BITS, Q15_ONE, SHIFT_MAX, SHIFT_MIN, TABLE_INPUT_FRAC)
 
 
 def sat16(v) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Union
 
 import numpy as np
 
-from stapes.fixed import fixedpoint as fx
+from stapes.ir import contract as fx
 from stapes.errors import UserError
 from stapes.fsutil import read_versioned
 

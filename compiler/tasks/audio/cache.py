@@ -2,8 +2,7 @@
 
 The key hashes the generator version and parameters with the speech engine's version and the
 noise types available here (whether the OpenSFX recordings are installed), because the audio
-is bit-identical only for the same engine build. Root: ``$STAPES_CACHE/audio`` if STAPES_CACHE
-is set, else ``~/.cache/stapes/audio``. Deleting the folder is always safe.
+is bit-identical only for the same engine build. Root: ``stapes.fsutil.cache_dir("audio")``. Deleting the folder is always safe.
 """
 
 from __future__ import annotations
@@ -17,14 +16,13 @@ from typing import Callable
 
 import numpy as np
 
-from stapes.fsutil import atomic_write_bytes
+from stapes.fsutil import atomic_write_bytes, cache_dir
 from stapes.tasks.audio.engine import engine_version
 from stapes.tasks.audio.noise import noise_types, opensfx_path
 
 
 def cache_root() -> Path:
-    base = os.environ.get("STAPES_CACHE")
-    return Path(base) / "audio" if base else Path.home() / ".cache" / "stapes" / "audio"
+    return cache_dir("audio")
 
 
 def cache_key(key: dict) -> str:
