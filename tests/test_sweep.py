@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from stapes.cli import main
-from stapes.compress.svd import evaluate_metric, finetune_graph, with_rank
+from stapes.compress.svd import with_rank
+from stapes.frontend.finetune import finetune_graph
+from stapes.tasks.evaluate import evaluate_metric
 from stapes.errors import UserError
 from stapes.tasks.evaluate import evaluate_graph
 from stapes.ir.float_graph import LowRank

@@ -268,7 +268,7 @@ CLAIMS = {
           "(more coherent tasks tolerate more compression).",
 }
 
-register(Experiment("R1", TITLES["R1"], CLAIMS["R1"], TRAINING + SWEEP + ("stapes.compress.svd:finetune_graph (B)",),
+register(Experiment("R1", TITLES["R1"], CLAIMS["R1"], TRAINING + SWEEP + ("stapes.frontend.finetune:finetune_graph (B)",),
                     r1_units, compute_sweep, r1_summarize, cache_kind="sweep"))
 register(Experiment("R2", TITLES["R2"], CLAIMS["R2"], TRAINING + SWEEP, r2_units, compute_sweep, r2_summarize,
                     cache_kind="sweep"))

@@ -13,7 +13,9 @@ import io
 import json
 from pathlib import Path
 
-from stapes.compress.svd import evaluate_metric, finetune_graph, recurrent_cost, with_rank
+from stapes.compress.svd import recurrent_cost, with_rank
+from stapes.frontend.finetune import finetune_graph
+from stapes.tasks.evaluate import evaluate_metric
 from stapes.errors import UserError
 from stapes.ir.float_graph import FloatGraph
 

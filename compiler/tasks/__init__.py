@@ -1,7 +1,7 @@
 """Seeded task generators and their metrics (the Task protocol of the team brief).
 
-A task makes batches (``sample(split, n, seed)``, deterministic), turns model outputs into a loss
-(torch) and into metrics (numpy, outputs as ``FloatGraph.run`` gives them; higher primary metric is
+A task makes batches (``sample(split, n, seed)``, deterministic), names its training loss
+(``loss_kind``, computed in torch by ``stapes.frontend.losses``) and turns model outputs into metrics (numpy, outputs as ``FloatGraph.run`` gives them; higher primary metric is
 better). ``make_task(**task.config())`` rebuilds a task, which is how a FloatGraph remembers the
 task it was trained on.
 
@@ -73,19 +73,6 @@ def lag1_autocorrelation(x: np.ndarray) -> float:
     return float(np.sum(centered[:, 1:] * centered[:, :-1]) / denom)
 
 
-def masked_cross_entropy(outputs, batch: Batch):
-    """Mean cross entropy of logits (B, T, K) over the masked steps, or of every step / sequence
-    ((B, T, K) or (B, K)) when the batch has no mask (torch)."""
-    import torch
-    from torch.nn import functional as F
-
-    y = torch.as_tensor(batch.y, device=outputs.device)
-    if batch.mask is None:
-        return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), y.reshape(-1))
-    mask = torch.as_tensor(batch.mask, device=outputs.device)
-    return F.cross_entropy(outputs[mask], y[mask])
-
-
 def masked_accuracy(outputs: np.ndarray, batch: Batch) -> tuple[float, float]:
     """(accuracy over the masked steps, fraction of sequences with every masked step right).
     Without a mask every step counts; for final outputs (B, K) both numbers are the accuracy."""
@@ -112,7 +99,7 @@ class Task:
     output_size: int
     readout_mode: str = "per_step"
     readout_activation: str = "linear"
-    loss_kind: str = "ce"
+    loss_kind: str = "ce"    # the training loss, by name (stapes.frontend.losses.LOSSES)
     primary_metric: str
     eval_size: int = 512      # default number of test sequences for evaluation
 
@@ -121,9 +108,6 @@ class Task:
 
     def sample(self, split: str, n: int, seed: int) -> Batch:
         raise NotImplementedError
-
-    def loss(self, outputs, batch: Batch):
-        return masked_cross_entropy(outputs, batch)
 
     def metrics(self, outputs: np.ndarray, batch: Batch) -> dict[str, float]:
         raise NotImplementedError

@@ -11,7 +11,7 @@ import numpy as np
 
 from stapes.errors import UserError
 from stapes.ir.float_graph import FloatGraph
-from stapes.tasks import Batch, Task, task_from_config
+from stapes.tasks import Batch, Task, make_task, task_from_config
 
 DEFAULT_SEED = 1234
 
@@ -46,3 +46,11 @@ def evaluate_graph(graph: FloatGraph, split: str = "test", n: int | None = None,
     task, batch = eval_batch(graph.task, split, n, seed)
     outputs, _ = graph.run(batch.x)
     return metrics_from_outputs(task, outputs, batch)
+
+
+def evaluate_metric(graph: FloatGraph, split: str = "test", seed: int = 1234) -> tuple[str, float] | None:
+    """(primary metric name, value) of `graph` on its task, or None when it has no task."""
+    if graph.task is None:
+        return None
+    name = make_task(**graph.task).primary_metric
+    return name, float(evaluate_graph(graph, split=split, seed=seed)[name])

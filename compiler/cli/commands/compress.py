@@ -41,7 +41,7 @@ def _policy(args):
 
 
 def run(args) -> int:
-    from stapes.compress.svd import compress_report
+    from stapes.studies.compress_report import compress_report
     from stapes.errors import UserError
     from stapes.fsutil import atomic_dir, write_json
     from stapes.ir.float_graph import FloatGraph
@@ -74,7 +74,8 @@ def stage_compress(ctx) -> None:
     """Compress the demo model's recurrent matrices to rank N/4 (half the dense MACs), measure the
     metric truncated and after a short fine-tuning of the factors, and save the fine-tuned
     model folder as ``artifacts["compressed"]`` (``compress/model``)."""
-    from stapes.compress.svd import RankPolicy, compress_report
+    from stapes.compress.svd import RankPolicy
+    from stapes.studies.compress_report import compress_report
     from stapes.fsutil import write_json
     from stapes.ir.float_graph import FloatGraph
 

@@ -260,13 +260,6 @@ class VadTask(_StreamTask):
         mask = np.ones(x.shape[:2], dtype=bool)
         return Batch(x, data["y"][idx], mask, {"noise_type": data["noise_type"][idx], "snr": data["snr"][idx]})
 
-    def loss(self, outputs, batch: Batch):
-        import torch
-        from torch.nn import functional as F
-
-        y = torch.as_tensor(batch.y, device=outputs.device, dtype=outputs.dtype)
-        return F.binary_cross_entropy(outputs, y)
-
     def metrics(self, outputs: np.ndarray, batch: Batch) -> dict[str, float]:
         pred = np.asarray(outputs)[..., 0] >= 0.5
         truth = batch.y[..., 0] >= 0.5
@@ -312,12 +305,6 @@ class DenoiseTask(_StreamTask):
         mask = np.ones(x.shape[:2], dtype=bool)
         extra = {k: data[k][idx] for k in ("clean", "noisy", "noise_type", "snr")}
         return Batch(x, data["y"][idx], mask, extra)
-
-    def loss(self, outputs, batch: Batch):
-        import torch
-
-        y = torch.as_tensor(batch.y, device=outputs.device, dtype=outputs.dtype)
-        return torch.mean((outputs - y) ** 2)
 
     def metrics(self, outputs: np.ndarray, batch: Batch) -> dict[str, float]:
         if "clean" not in batch.extra:
@@ -371,12 +358,6 @@ class KwsTask(AudioTask):
 
     def _batch(self, x, data, idx) -> Batch:
         return Batch(x, data["y"][idx], None, {"noise_type": data["noise_type"][idx], "snr": data["snr"][idx]})
-
-    def loss(self, outputs, batch: Batch):
-        import torch
-        from torch.nn import functional as F
-
-        return F.cross_entropy(outputs, torch.as_tensor(batch.y, device=outputs.device))
 
     def metrics(self, outputs: np.ndarray, batch: Batch) -> dict[str, float]:
         correct = np.asarray(outputs).argmax(axis=-1) == batch.y
