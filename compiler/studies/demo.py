@@ -45,7 +45,7 @@ STAGES: list[str] = [
 
 DEFAULT_OUT = "stapes-demo"
 # Per-task demo model and training (small, quick, reliable); training settings not given here come
-# from train.default_settings. Audio: engineer F's measurements (VAD, MGU-32, 200 steps of 16: ~0.88;
+# from train.default_settings. Audio, as measured (VAD, MGU-32, 200 steps of 16: ~0.88;
 # KWS at its default sizes generates 3240 clips, minutes of work, so the demo asks for fewer).
 DEMO_TASKS = {
     "memorization": {"params": {"length": 5, "symbols": 2, "delay": 20}, "hidden": 64, "steps": 1500},

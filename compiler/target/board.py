@@ -425,7 +425,7 @@ def runtime_dir() -> Path:
 
 
 def runtime_c_sources() -> list[Path]:
-    """The C runtime's sources (engineer C's runtime_c/src, minus the op counters)."""
+    """The C runtime's sources (runtime_c/src, minus the op counters)."""
     return sorted(p for p in (runtime_dir() / "src").glob("*.c") if p.name != "stp_ops.c")
 
 

@@ -45,7 +45,7 @@ int32_t stp_dot_s16_s8(const int8_t *w, const int16_t *x, int n)
     int j;
     STP_COUNT(mac, n);
 #if defined(__ARM_FEATURE_DSP)
-    /* Cortex-M DSP path (engineer D; bit-exact with the loop below, tested on M4 vs M3 under
+    /* Cortex-M DSP path (bit-exact with the loop below, tested on M4 vs M3 under
      * qemu): with word-aligned operands, LDM loads 8 int8 weights and 8 int16 inputs, SXTB16
      * sign-extends the weights in pairs (w0,w2 / w1,w3), PKHBT/PKHTB repack them to (w0,w1)
      * (w2,w3) to match the input pairs, SMLAD adds two products: 8 MACs in 16 instructions.
@@ -92,7 +92,7 @@ int32_t stp_dot_s16_s16(const int16_t *w, const int16_t *x, int n)
     int j;
     STP_COUNT(mac, n);
 #if defined(__ARM_FEATURE_DSP)
-    /* Cortex-M DSP path (engineer D; bit-exact with the loop below, tested on M4 vs M3 under
+    /* Cortex-M DSP path (bit-exact with the loop below, tested on M4 vs M3 under
      * qemu): SMLAD adds two 16x16 products per instruction. With word-aligned operands LDM
      * loads 8 weights and 8 inputs in 2 instructions: 8 MACs in 8 instructions. Otherwise
      * 32-bit pair loads (unaligned LDR is allowed on ARMv7E-M). SMLAD wraps modulo 2^32;
@@ -384,7 +384,7 @@ static int stp_x86_gate_rows(const stp_gate_t *g, const int16_t *x, const stp_ma
 #endif
 
 #if defined(__ARM_FEATURE_DSP)
-/* DSP only (engineers D, J): rows w + i stride, i = 0 .. rows - 1 (rows even), int16 . x (n,) ->
+/* DSP only: rows w + i stride, i = 0 .. rows - 1 (rows even), int16 . x (n,) ->
  * acc (rows,). Rows go in pairs that share each input load: per 8 columns, 5 LDM + 8 SMLAD +
  * loop = 16 MACs in 15 instructions; then SMLAD pairs, then one last column. One call covers a
  * block of row pairs, so the call, the alignment check and the loop bounds are paid once per
@@ -487,7 +487,7 @@ void stp_gate_dense_s16(const stp_gate_t *g, const int16_t *x, const int16_t *h,
 {
     int i = 0;
 #if defined(__ARM_FEATURE_DSP)
-    if (g->w.w16 != 0 && g->u.w16 != 0) { /* int16 weights: blocks of row pairs (engineers D, J) */
+    if (g->w.w16 != 0 && g->u.w16 != 0) { /* int16 weights: blocks of row pairs */
         int32_t ax[STP_DSP_BLOCK], ar[STP_DSP_BLOCK];
         int j, count;
         for (i = 0; i + 1 < g->w.rows; i += count) {
@@ -518,7 +518,7 @@ void stp_gate_lowrank_s16(const stp_gate_t *g, const int16_t *x, const int16_t *
     int i = 0, k = 0;
     if (rank > g->b.rows) rank = g->b.rows;
 #if defined(__ARM_FEATURE_DSP)
-    if (g->w.w16 != 0 && g->b.w16 != 0 && g->a.w16 != 0) { /* int16: blocks of row pairs (engineers D, J) */
+    if (g->w.w16 != 0 && g->b.w16 != 0 && g->a.w16 != 0) { /* int16: blocks of row pairs */
         int32_t ax[STP_DSP_BLOCK], ar[STP_DSP_BLOCK];
         int j, count;
         for (k = 0; k + 1 < rank; k += count) {
