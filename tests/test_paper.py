@@ -12,7 +12,8 @@ import pytest
 from stapes.cli import main
 from stapes.errors import UserError
 from stapes.experiments.cache import RunCache, run_key
-from stapes.experiments.registry import VERDICTS, Section, load_all, missing_requirements
+from stapes.experiments.experiment import VERDICTS, Experiment, Section
+from stapes.experiments.registry import EXPERIMENTS
 from stapes.experiments.settings import PROFILES, profile, rank_grid
 from stapes.experiments.stats import critical_delay, mean_std, pearson
 
@@ -30,7 +31,9 @@ def test_tiny_suite_writes_report_json_and_figures(tiny_run):
     results = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
     assert results["profile"] == "tiny"
-    assert set(results["experiments"]) == set(load_all())
+    assert set(results["experiments"]) == {e.id for e in EXPERIMENTS}
+    assert [line[3:].split(":")[0] for line in report.splitlines()
+            if re.match(r"## \w+: ", line)] == [e.id for e in EXPERIMENTS]     # in the suite's order
     for exp_id, exp in results["experiments"].items():
         assert exp["verdict"] in VERDICTS and exp["verdict"] != "failed", (exp_id, exp["reason"])
         assert f"## {exp_id}: " in report
@@ -96,7 +99,7 @@ def test_committed_paper_doc_quotes_the_committed_run():
     assert text[start:end].strip() == verdicts_markdown(results, "paper/").strip()
     assert results["profile"] == "full" and not results.get("failed")
     for exp in results["experiments"].values():
-        assert exp["verdict"] not in ("failed", "not run"), exp["reason"]
+        assert exp["verdict"] in VERDICTS and exp["verdict"] != "failed", exp["reason"]
         for fig in exp["figures"]:
             assert (docs / "paper" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -162,10 +165,26 @@ def test_stats():
     assert critical_delay([10, 20], [0.99, 0.99], 0.9) == 20
 
 
-def test_registry_reports_missing_apis_and_checks_verdicts():
-    assert missing_requirements(("stapes.ir.float_graph:FloatGraph (lead)",)) == []
-    assert missing_requirements(("stapes.ir.float_graph:no_such_thing (X)", "stapes.no_module:f (Y)")) == [
-        "stapes.ir.float_graph:no_such_thing (X)", "stapes.no_module:f (Y)"]
+def test_suite_lists_every_experiment_once_in_report_order():
+    """The suite is the explicit list: R1-R7 then OTF, and every `Experiment` an exp_* module defines is in it."""
+    import importlib
+    import pkgutil
+
+    import stapes.experiments
+
+    assert [e.id for e in EXPERIMENTS] == ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "OTF"]
+    assert all(isinstance(e, Experiment) for e in EXPERIMENTS)
+    defined = [value for info in pkgutil.iter_modules(stapes.experiments.__path__) if info.name.startswith("exp_")
+               for value in vars(importlib.import_module(f"stapes.experiments.{info.name}")).values()
+               if isinstance(value, Experiment)]
+    assert sorted(e.id for e in defined) == sorted(e.id for e in EXPERIMENTS)
+    assert all(any(d is e for e in EXPERIMENTS) for d in defined)
+    for e in EXPERIMENTS:       # experiments sharing a cache kind must share its computation
+        assert all(o.compute is e.compute and o.compute_version == e.compute_version
+                   for o in EXPERIMENTS if o.kind == e.kind)
+
+
+def test_sections_check_verdicts():
     with pytest.raises(ValueError):
         Section("R0", "t", "c", "probably", "r")
     with pytest.raises(UserError):

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from stapes import __version__
+from stapes._version import __version__
 from stapes.fsutil import atomic_dir, write_json
 
 SUITE_VERSION = 1

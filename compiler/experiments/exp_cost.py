@@ -5,21 +5,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from stapes.experiments.exp_rank import TRAINING
-from stapes.experiments.fixed_point import FIXED_POINT, fixed_point_available, fixed_point_metric
-from stapes.experiments.registry import Experiment, Section, register
+from stapes.experiments.experiment import Experiment, Section
+from stapes.experiments.fixed_point import fixed_point_metric
 from stapes.experiments.report import markdown_table
 from stapes.experiments.settings import Settings, rank_grid
 from stapes.experiments.zoo import model_spec, task_config, trained_graph
 
-COST = ("stapes.compress.svd:with_rank (B)", "stapes.compress.svd:recurrent_cost (B)", "stapes.studies.sweep:run_sweep (B)",
-        "stapes.target.budget:shape_of_graph (D)", "stapes.target.budget:weight_bytes (D)", "stapes.target.budget:step_counts (D)")
-
 
 def r7_units(s: Settings) -> list[dict]:
-    fixed = fixed_point_available()
     return [{"model": model_spec(task_config("memorization", s), c, n, 0, s),
-             "ranks": rank_grid(n, s.rank_points), "quant_ranks": s.quant_ranks, "fixed_point": fixed,
+             "ranks": rank_grid(n, s.rank_points), "quant_ranks": s.quant_ranks,
              "eval_sequences": s.eval_sequences}
             for c in s.cells for n in s.hidden_sizes]
 
@@ -56,17 +51,16 @@ def compute_cost(ctx, unit: dict) -> dict:
              "bytes_int8": _bytes(graph, 8), "bytes_int16": _bytes(graph, 16)}
     sweep = run_sweep(graph, unit["ranks"], progress=False)
     out = {"hidden_size": n, "rows": rows, "dense": dense, "metric_name": sweep["metric_name"],
-           "metric_dense": sweep["metric_dense"], "chosen": [], "fixed_point": None}
+           "metric_dense": sweep["metric_dense"], "chosen": []}
     chosen = _chosen_ranks(sweep, n, unit["quant_ranks"])
     name = sweep["metric_name"]
     for r in chosen:   # float and fixed point on the same test sequences
         out["chosen"].append({"rank": r, "float": evaluate_graph(with_rank(graph, r), n=unit["eval_sequences"])[name]})
-    if unit["fixed_point"]:
-        for entry in out["chosen"]:
-            g = with_rank(graph, entry["rank"])
-            for bits in (8, 16):
-                entry[f"int{bits}"] = fixed_point_metric(g, bits, unit["eval_sequences"])
-        out["fixed_point"] = {"dense_int16": fixed_point_metric(graph, 16, unit["eval_sequences"])}
+    for entry in out["chosen"]:
+        g = with_rank(graph, entry["rank"])
+        for bits in (8, 16):
+            entry[f"int{bits}"] = fixed_point_metric(g, bits, unit["eval_sequences"])
+    out["fixed_point"] = {"dense_int16": fixed_point_metric(graph, 16, unit["eval_sequences"])}
     return out
 
 
@@ -100,8 +94,7 @@ def r7_summarize(ctx, done) -> Section:
         for c in res["chosen"]:
             row = res["rows"][c["rank"] - 1]
             table.append([f"{cell}/N={n}", c["rank"], row["runtime_macs"], res["dense"]["runtime_macs"],
-                          row["bytes_int8"], row["bytes_int16"], c["float"], c.get("int8", "not run"),
-                          c.get("int16", "not run")])
+                          row["bytes_int8"], row["bytes_int16"], c["float"], c["int8"], c["int16"]])
     for ax, label in zip(axes, ("MACs per step (C runtime count)", "flash bytes of the model's const data")):
         ax.set(xlabel="rank r (dashed: N/2; dotted: dense)", ylabel=label)
         ax.legend(fontsize=7)
@@ -109,23 +102,17 @@ def r7_summarize(ctx, done) -> Section:
     axes[0].set_title("R7: MACs against rank")
     axes[1].set_title("R7: bytes against rank")
     figure = ctx.save_figure(fig, "r7_cost")
-    fixed_ran = all(unit["fixed_point"] for unit, _ in done)
-    fp_drops = [c["float"] - c["int16"] for res in numbers.values() for c in res["chosen"] if "int16" in c]
-    verdict = ("does not hold" if violations else
-               "depends" if fixed_ran and any(d > 0.01 for d in fp_drops) else "holds")
+    fp_drops = [c["float"] - c["int16"] for res in numbers.values() for c in res["chosen"]]
+    verdict = "does not hold" if violations else "depends" if any(d > 0.01 for d in fp_drops) else "holds"
     reason = ("MACs and flash bytes (int8, int16) fall below dense exactly for r < N/2 at every rank of "
               + ", ".join(numbers) if not violations else "savings at r >= N/2 or none below: " + ", ".join(violations))
-    if fixed_ran:
-        reason += (f"; int16 at the chosen ranks is within {max(map(abs, fp_drops), default=0):.3f} of the float "
-                   f"metric (largest loss {max(fp_drops, default=0):+.3f})")
-    else:
-        from stapes.experiments.registry import missing_requirements
-        reason += "; fixed-point rows not run: needs " + ", ".join(missing_requirements(FIXED_POINT))
-    body = ("MACs per frame as the C runtime counts them (D's `step_counts`: input projections, recurrent, "
-            "readout) and the flash bytes of every const array the emitter writes (D's `weight_bytes`), "
-            "for int8 and int16 weights. Chosen ranks: the float sweep's smallest rank within 1 point and "
-            "the next smaller grid ranks; metrics of the fixed-point model (C's quantizer and bit-exact "
-            "reference) on the task's test split.\n\n"
+    reason += (f"; int16 at the chosen ranks is within {max(map(abs, fp_drops), default=0):.3f} of the float "
+               f"metric (largest loss {max(fp_drops, default=0):+.3f})")
+    body = ("MACs per frame as the C runtime counts them (`stapes.target.budget.step_counts`: input projections, "
+            "recurrent, readout) and the flash bytes of every const array the emitter writes "
+            "(`stapes.target.budget.weight_bytes`), for int8 and int16 weights. Chosen ranks: the float sweep's "
+            "smallest rank within 1 point and the next smaller grid ranks; metrics of the fixed-point model "
+            "(the quantizer and the bit-exact integer reference) on the task's test split.\n\n"
             + markdown_table(["model", "rank", "MACs", "MACs dense", "bytes int8", "bytes int16", "float metric",
                               "int8 metric", "int16 metric"], table))
     return Section("R7", TITLE, CLAIM, verdict, reason, body, [figure], numbers)
@@ -134,4 +121,4 @@ def r7_summarize(ctx, done) -> Section:
 TITLE = "Cost: MACs and bytes against rank; fixed point"
 CLAIM = ("Low rank saves MACs and bytes only for r < N/2; at the chosen ranks the fixed-point model "
          "(int8 / int16 factors) keeps the metric.")
-register(Experiment("R7", TITLE, CLAIM, TRAINING + COST, r7_units, compute_cost, r7_summarize))
+R7 = Experiment("R7", TITLE, CLAIM, r7_units, compute_cost, r7_summarize)

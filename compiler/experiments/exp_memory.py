@@ -7,10 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from stapes.experiments.exp_rank import TRAINING
-from stapes.experiments.perturb_runs import (COMPUTE_VERSION, EPS_ZERO, PERTURBATION, compute_perturbations,
-    memory_units)
-from stapes.experiments.registry import Experiment, Section, register
+from stapes.experiments.experiment import Experiment, Section
+from stapes.experiments.perturb_runs import COMPUTE_VERSION, EPS_ZERO, compute_perturbations, memory_units
 from stapes.experiments.report import markdown_table
 from stapes.experiments.stats import chance_level, critical_delay, kept_above_chance, mean_std, pearson
 
@@ -279,7 +277,14 @@ CLAIMS = {
     "R5": "A first-order perturbation model of the recurrent parameters predicts the degradation on a "
           "noiseless memorization experiment.",
 }
-REQUIRES = TRAINING + PERTURBATION + ("stapes.studies.sweep:smallest_rank_within (B)",)
-for _id, _summarize in (("R3", r3_summarize), ("R4", r4_summarize), ("R5", r5_summarize)):
-    register(Experiment(_id, TITLES[_id], CLAIMS[_id], REQUIRES, memory_units, compute_perturbations,
-                        _summarize, cache_kind="perturb", compute_version=COMPUTE_VERSION))
+
+
+def _memory_experiment(exp_id: str, summarize) -> Experiment:
+    """R3-R5 summarize the same perturbation units, computed once per model (and shared with R6)."""
+    return Experiment(exp_id, TITLES[exp_id], CLAIMS[exp_id], memory_units, compute_perturbations, summarize,
+                      cache_kind="perturb", compute_version=COMPUTE_VERSION)
+
+
+R3 = _memory_experiment("R3", r3_summarize)
+R4 = _memory_experiment("R4", r4_summarize)
+R5 = _memory_experiment("R5", r5_summarize)

@@ -3,9 +3,8 @@ time (a loop bound), against the metric and the MACs the op counters see."""
 
 from __future__ import annotations
 
-from stapes.experiments.exp_rank import TRAINING
-from stapes.experiments.fixed_point import ON_THE_FLY, run_c_at_ranks
-from stapes.experiments.registry import Experiment, Section, register
+from stapes.experiments.experiment import Experiment, Section
+from stapes.experiments.fixed_point import run_c_at_ranks
 from stapes.experiments.report import markdown_table
 from stapes.experiments.settings import Settings, rank_grid
 from stapes.experiments.zoo import model_spec, task_config, trained_graph
@@ -69,11 +68,12 @@ def otf_summarize(ctx, done) -> Section:
               f"truncated to the same rank (largest gap "
               f"{max(abs(r['metric_c'] - r['metric_float']) for r in all_rows):.4f})")
     body = ("One quantized model (int16) holds all N factors sorted by σ; it is emitted as C and compiled once "
-            "(C's cffi harness, op counters on), then run at each run-time rank (the `rank` argument of "
-            "`<model>_run`, a loop bound). Metric of the C model and of the float model truncated to the same "
-            "rank; every output and state of the C run is compared with the integer reference at that rank "
-            "(bit exact or not); MACs per frame from the C op counters; savings relative to the same model at "
-            "its full rank N and to the dense model (D's runtime count; negative where r ≥ N/2).\n\n"
+            "(the cffi host harness `stapes.host`, op counters on), then run at each run-time rank (the `rank` "
+            "argument of `<model>_run`, a loop bound). Metric of the C model and of the float model truncated to "
+            "the same rank; every output and state of the C run is compared with the integer reference at that "
+            "rank (bit exact or not); MACs per frame from the C op counters; savings relative to the same model "
+            "at its full rank N and to the dense model (`stapes.target.budget.step_counts`; negative where "
+            "r ≥ N/2).\n\n"
             + markdown_table(["task/cell", "run-time rank", "C metric", "float metric", "bit exact", "MACs",
                               "saving vs rank N", "saving vs dense"], table))
     return Section("OTF", TITLE, CLAIM, verdict, reason, body, [figure], numbers)
@@ -82,6 +82,4 @@ def otf_summarize(ctx, done) -> Section:
 TITLE = "On-the-fly rank in the C model"
 CLAIM = ("Compression can be chosen on the fly: one set of σ-sorted factors runs at any lower rank set at run "
          "time, trading metric for MACs without recompiling.")
-REQUIRES = TRAINING + ON_THE_FLY + ("stapes.compress.svd:with_rank (B)", "stapes.tasks.evaluate:evaluate_graph (A)",
-                                   "stapes.target.budget:step_counts (D)")
-register(Experiment("OTF", TITLE, CLAIM, REQUIRES, otf_units, compute_otf, otf_summarize, compute_version=2))
+OTF = Experiment("OTF", TITLE, CLAIM, otf_units, compute_otf, otf_summarize, compute_version=2)

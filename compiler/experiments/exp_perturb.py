@@ -7,11 +7,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from stapes.experiments.exp_rank import TRAINING
 from stapes.experiments.exp_memory import SMALL_EPS
-from stapes.experiments.perturb_runs import (COMPUTE_VERSION, EPS_ZERO, PERTURBATION, compute_perturbations,
-    perturb_unit)
-from stapes.experiments.registry import Experiment, Section, register
+from stapes.experiments.experiment import Experiment, Section
+from stapes.experiments.perturb_runs import COMPUTE_VERSION, EPS_ZERO, compute_perturbations, perturb_unit
 from stapes.experiments.report import markdown_table
 from stapes.experiments.settings import Settings
 from stapes.experiments.stats import pearson
@@ -117,5 +115,5 @@ def _agrees(a: dict) -> bool:
 TITLE = "General perturbations at equal ‖ΔW‖_F"
 CLAIM = ("The perturbation model covers any ΔW of the recurrent weights: SVD truncation, Gaussian noise and "
          "uniform quantization, compared at equal ‖ΔW‖_F, measured and predicted.")
-register(Experiment("R6", TITLE, CLAIM, TRAINING + PERTURBATION, r6_units, compute_perturbations, r6_summarize,
-                    cache_kind="perturb", compute_version=COMPUTE_VERSION))
+R6 = Experiment("R6", TITLE, CLAIM, r6_units, compute_perturbations, r6_summarize,
+                cache_kind="perturb", compute_version=COMPUTE_VERSION)

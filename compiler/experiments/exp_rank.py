@@ -1,7 +1,7 @@
 """R1 (rank tolerance, with and without fine-tuning) and R2 (temporal coherence).
 
-One unit = one trained model swept over a rank grid by B's `run_sweep` (metric without
-fine-tuning and, for R1, with a short fine-tuning at each rank; MACs and parameters per rank).
+One unit = one trained model swept over a rank grid by `stapes.studies.sweep.run_sweep` (metric
+without fine-tuning and, for R1, with a short fine-tuning at each rank; MACs and parameters per rank).
 """
 
 from __future__ import annotations
@@ -10,14 +10,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from stapes.experiments.registry import Experiment, Section, register
+from stapes.experiments.experiment import Experiment, Section
 from stapes.experiments.report import markdown_table
 from stapes.experiments.settings import Settings, rank_grid
 from stapes.experiments.stats import chance_level, fmt_ms, kept_above_chance, learned, mean_std, pearson
 from stapes.experiments.zoo import model_spec, task_config, trained_graph
-
-TRAINING = ("stapes.frontend.train:train (A)", "stapes.frontend.train:save_checkpoint (A)", "stapes.tasks:make_task (A)")
-SWEEP = ("stapes.studies.sweep:run_sweep (B)", "stapes.studies.sweep:smallest_rank_within (B)")
 
 
 def _sweep_unit(spec: dict, settings: Settings, finetune: bool) -> dict:
@@ -268,7 +265,5 @@ CLAIMS = {
           "(more coherent tasks tolerate more compression).",
 }
 
-register(Experiment("R1", TITLES["R1"], CLAIMS["R1"], TRAINING + SWEEP + ("stapes.frontend.finetune:finetune_graph (B)",),
-                    r1_units, compute_sweep, r1_summarize, cache_kind="sweep"))
-register(Experiment("R2", TITLES["R2"], CLAIMS["R2"], TRAINING + SWEEP, r2_units, compute_sweep, r2_summarize,
-                    cache_kind="sweep"))
+R1 = Experiment("R1", TITLES["R1"], CLAIMS["R1"], r1_units, compute_sweep, r1_summarize, cache_kind="sweep")
+R2 = Experiment("R2", TITLES["R2"], CLAIMS["R2"], r2_units, compute_sweep, r2_summarize, cache_kind="sweep")

@@ -1,29 +1,17 @@
-"""The fixed-point rows (R7) and the on-the-fly rank (OTF) call C's quantizer, its bit-exact integer
-reference and the generated C (compiled by the cffi host harness, with op counters) through this one
-adapter, so the suite depends on C's API in one place only."""
+"""The fixed-point rows (R7) and the on-the-fly rank (OTF) call the quantizer (`stapes.fixed.quantize`),
+its bit-exact integer reference (`stapes.fixed.reference`) and the generated C (compiled by the cffi
+host harness `stapes.host`, with op counters) through this one adapter, so the suite depends on the
+fixed-point API in one place only."""
 
 from __future__ import annotations
 
-from stapes.experiments.registry import Unavailable, missing_requirements
-
-FIXED_POINT = ("stapes.fixed.quantize:quantize_graph (C)", "stapes.fixed.quantize:quantize_input (C)",
-               "stapes.fixed.quantize:dequantize_output (C)", "stapes.fixed.reference:run_reference (C)",
-               "stapes.tasks.evaluate:eval_batch (A)", "stapes.tasks.evaluate:metrics_from_outputs (A)")
-ON_THE_FLY = FIXED_POINT + ("stapes.host:build (C)", "stapes.host:run_c (C)")
 CALIBRATION_SEED = 99
 
 
-def fixed_point_available() -> bool:
-    return not missing_requirements(FIXED_POINT)
-
-
 def _quantized_run(graph, bits: int, n: int, rank: int | None) -> dict:
-    missing = missing_requirements(FIXED_POINT)
-    if missing:
-        raise Unavailable("needs " + ", ".join(missing))
-    from stapes.tasks.evaluate import eval_batch, metrics_from_outputs
     from stapes.fixed.quantize import dequantize_output, quantize_graph, quantize_input
     from stapes.fixed.reference import run_reference
+    from stapes.tasks.evaluate import eval_batch, metrics_from_outputs
 
     task, batch = eval_batch(graph.task, "test", n)
     calib = task.sample("val", n, seed=CALIBRATION_SEED)       # ranges from validation data, never test
@@ -45,15 +33,12 @@ def run_c_at_ranks(lowrank_graph, ranks: list[int], n: int, bits: int = 16) -> l
     """The generated C of `lowrank_graph` (quantized and compiled once, all its σ-sorted factors, with
     op counters) run at each run-time rank: per rank {"rank", "metric_name", "metric", "macs" per frame
     from the C counters, "bit_exact" (outputs and every state equal to the integer reference)}."""
-    missing = missing_requirements(ON_THE_FLY)
-    if missing:
-        raise Unavailable("needs " + ", ".join(missing))
     import numpy as np
 
-    from stapes.tasks.evaluate import eval_batch, metrics_from_outputs
-    from stapes.host import build, run_c
     from stapes.fixed.quantize import dequantize_output, quantize_graph, quantize_input
     from stapes.fixed.reference import run_reference
+    from stapes.host import build, run_c
+    from stapes.tasks.evaluate import eval_batch, metrics_from_outputs
 
     task, batch = eval_batch(lowrank_graph.task, "test", n)
     calib = task.sample("val", n, seed=CALIBRATION_SEED)

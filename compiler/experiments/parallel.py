@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 from stapes.experiments.cache import RunCache
-from stapes.experiments.runner import Context, describe, unit_key
+from stapes.experiments.context import Context, describe
+from stapes.experiments.registry import EXPERIMENTS
 from stapes.experiments.settings import Settings
 
 # One thread per worker: N workers on N cores, not N × N threads fighting for them.
@@ -37,7 +38,7 @@ def prefill(out: Path, settings: Settings, plan: list, workers: int, progress: b
             models.append(spec)
     units, pending = [], set()
     for exp, unit in plan:      # experiments that share a computation (R3-R5) share its cache entry
-        path = cache.result_path(exp.kind, unit_key(exp, unit))
+        path = cache.result_path(exp.kind, exp.unit_key(unit))
         if path not in pending and not path.is_file():
             pending.add(path)
             units.append((exp.id, unit))
@@ -98,11 +99,10 @@ def _train_one(cache_root: str, spec: dict) -> str | None:
 
 
 def _compute_one(out: str, settings: Settings, exp_id: str, unit: dict) -> str | None:
-    from stapes.experiments.registry import load_all
-    exp = load_all()[exp_id]
+    exp = next(e for e in EXPERIMENTS if e.id == exp_id)
     ctx = Context(Path(out), settings)
     try:
-        ctx.cache.result(exp.kind, unit_key(exp, unit), lambda: exp.compute(ctx, unit))
+        exp.result(ctx, unit)
     except Exception as e:  # noqa: BLE001
         return f"{exp_id}: {describe(e)}"
     return None

@@ -1,7 +1,8 @@
 """The perturbation unit shared by R3-R6: one trained model, many ΔW of the recurrent weights
 (SVD truncation at each rank of a grid, Gaussian noise of the same Frobenius norms, Gaussian noise
 at fixed relative sizes ε, uniform quantization at b bits), each measured (run the perturbed graph)
-and predicted (B's first-order model), as task metric and as hidden-state drift."""
+and predicted (the first-order model of `stapes.compress.perturbation`), as task metric and as
+hidden-state drift."""
 
 from __future__ import annotations
 
@@ -14,11 +15,6 @@ QUANT_BITS = (3, 4, 5, 6, 8)
 EPS_ZERO = 1e-9      # below this ε a ΔW is round-off (e.g. the rank-N "truncation"), not a perturbation
 NOISE_SEEDS = 2
 COMPUTE_VERSION = 2   # 2: predictions projected onto the state box, as `stapes perturb` does (plus the linear ones)
-PERTURBATION = ("stapes.compress.perturbation:svd_delta (B)", "stapes.compress.perturbation:gaussian_delta (B)",
-                "stapes.compress.perturbation:quant_delta (B)", "stapes.compress.perturbation:perturbed_graph (B)",
-                "stapes.compress.perturbation:linearized_drift (B)", "stapes.compress.perturbation:drift_norms (B)",
-                "stapes.compress.perturbation:saturate (B)",
-                "stapes.tasks.evaluate:eval_batch (A)", "stapes.tasks.evaluate:metrics_from_outputs (A)")
 
 
 def perturb_unit(task: dict, cell: str, hidden: int, seed: int, s: Settings) -> dict:

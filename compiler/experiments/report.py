@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from stapes import __version__
-from stapes.fsutil import atomic_write_text, write_json
+from stapes._version import __version__
 from stapes.experiments.cache import SUITE_VERSION
-from stapes.experiments.registry import Section
+from stapes.experiments.experiment import Section
+from stapes.fsutil import atomic_write_text, write_json
 
 
 def _jsonable(obj):

@@ -3,44 +3,19 @@ progress, then let each experiment summarize its units and write the report."""
 
 from __future__ import annotations
 
-import io
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from stapes.fsutil import atomic_write_bytes
-from stapes.experiments.cache import RunCache
-from stapes.experiments.registry import Experiment, Section, Unavailable, load_all, missing_requirements
+from stapes.experiments.context import Context, describe
+from stapes.experiments.experiment import Experiment, Section
+from stapes.experiments.registry import EXPERIMENTS
 from stapes.experiments.settings import Settings
-
-
-class Context:
-    """What an experiment's `compute` and `summarize` get: settings, cache, figure output."""
-
-    def __init__(self, out: Path, settings: Settings):
-        self.out = Path(out)
-        self.settings = settings
-        self.cache = RunCache(self.out / "cache")
-        self.figures_dir = self.out / "figures"
-
-    def save_figure(self, fig, name: str) -> str:
-        """Save a matplotlib figure as figures/<name>.png (atomically); return its report path."""
-        import matplotlib.pyplot as plt
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-        plt.close(fig)
-        atomic_write_bytes(self.figures_dir / f"{name}.png", buf.getvalue())
-        return f"figures/{name}.png"
-
-
-def not_run(exp: Experiment, why: str) -> Section:
-    return Section(exp.id, exp.title, exp.claim, "not run", f"not run: {why}",
-                   body=f"**Not run: {why}.**\n", numbers={"not_run": why})
 
 
 def select(only: list[str] | None) -> list[Experiment]:
     from stapes.errors import UserError
-    registry = load_all()
+    registry = {e.id: e for e in EXPERIMENTS}
     if not only:
         return list(registry.values())
     unknown = [e for e in only if e not in registry]
@@ -61,11 +36,8 @@ def run_suite(out: Path, settings: Settings, only: list[str] | None = None,
     t0 = time.time()
     ctx = Context(out, settings)
     experiments = select(only)
-    blocked = {e.id: missing_requirements(e.requires) for e in experiments}
-    plan = [(e, u) for e in experiments if not blocked[e.id] for u in e.units(settings)]
+    plan = [(e, u) for e in experiments for u in e.units(settings)]
     done: dict[str, list[tuple[dict, dict]]] = {e.id: [] for e in experiments}
-    failed: dict[str, str] = {e.id: "needs " + ", ".join(m) for e in experiments
-                              if (m := blocked[e.id])}
     errors: dict[str, str] = {}
     in_workers = {"models": 0, "runs": 0}
     if workers > 1 and plan:
@@ -75,27 +47,18 @@ def run_suite(out: Path, settings: Settings, only: list[str] | None = None,
             log(f"stapes paper: failed in a worker, retried here: {failure}")
     with tqdm(total=len(plan), desc="stapes paper", unit="run", disable=not progress) as bar:
         for exp, unit in plan:
-            if exp.id not in failed and exp.id not in errors:
+            if exp.id not in errors:
                 bar.set_postfix_str(exp.id)
                 try:
-                    result = ctx.cache.result(exp.kind, unit_key(exp, unit), lambda: exp.compute(ctx, unit))
-                    done[exp.id].append((unit, result))
-                except Unavailable as e:
-                    failed[exp.id] = str(e)
+                    done[exp.id].append((unit, exp.result(ctx, unit)))
                 except Exception as e:  # noqa: BLE001 - one broken experiment must not sink the others
                     errors[exp.id] = describe(e)
             bar.update()
     sections = []
     for exp in experiments:
-        if exp.id in failed:
-            sections.append(not_run(exp, failed[exp.id]))
-            continue
         if exp.id not in errors:
             try:
                 sections.append(exp.summarize(ctx, done[exp.id]))
-                continue
-            except Unavailable as e:
-                sections.append(not_run(exp, str(e)))
                 continue
             except Exception as e:  # noqa: BLE001
                 errors[exp.id] = describe(e)
@@ -111,15 +74,3 @@ def run_suite(out: Path, settings: Settings, only: list[str] | None = None,
         f"{st['models_trained']} models trained); wrote {out / 'report.md'}")
     return results
 
-
-def unit_key(exp: Experiment, unit: dict) -> dict:
-    """What a unit's cached result is keyed by: its parameters and its experiment's compute version."""
-    return {"unit": unit, "compute_version": exp.compute_version}
-
-
-def describe(e: Exception) -> str:
-    """One line naming the exception and where it was raised (the report must say what broke)."""
-    import traceback
-    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
-    where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
-    return f"{type(e).__name__}: {e}{where}".replace("\n", " ")

@@ -63,7 +63,7 @@ PROFILES: dict[str, Settings] = {
         delays=(10, 20, 50), memo_hidden=32, holds=(1, 2, 4, 8),
         epsilons=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5), recall_threshold=0.9, rank_points=7,
         quant_ranks=3),
-    # The settings: N in {64, 128}, T up to 100, audio tasks, 3 seeds. Budgeted to run in about
+    # The paper-scale settings: N in {64, 128}, T up to 100, audio tasks, 3 seeds. Budgeted to run in about
     # an hour with `--workers 2` on a 2-core machine (docs/paper.md gives the measured time).
     "full": Settings(
         name="full", hidden_sizes=(64, 128), cells=("rnn", "mgu"), seeds=3,

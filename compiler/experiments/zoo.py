@@ -1,6 +1,7 @@
 """Trained models for the suite: a model is named by a spec (task config, cell, N, seed and the
 training settings) and trained once; the cache keeps its folder (a regular stapes model folder
-written by A's `save_checkpoint`), so every experiment that needs the same model shares it."""
+written by `stapes.frontend.train.save_checkpoint`), so every experiment that needs the same model
+shares it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from stapes.experiments.settings import Settings
 
-# The profiles say "coherent"; A's registry calls its coherent task "frequency".
+# The profiles say "coherent"; the task registry (`stapes.tasks`) calls its coherent task "frequency".
 COHERENT_TASK = "frequency"
 AUDIO_TASKS = ("vad", "denoise", "kws")
 CROPPED_TASKS = ("vad", "denoise")   # streams long enough to train on crops (kws clips are 1 s)
