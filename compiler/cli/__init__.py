@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 import sys
 
-from stapes import __version__
+from stapes._version import __version__
 from stapes.cli import commands as _commands_pkg
 from stapes.errors import CheckFailed, UserError
 

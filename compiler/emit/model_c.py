@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from stapes import __version__
+from stapes._version import __version__
 from stapes.fixed import fixedpoint as fx
 from stapes.errors import UserError
 from stapes.emit.cwriter import c_array, c_type

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stapes import __version__
+from stapes._version import __version__
 from stapes.fixed import fixedpoint as fx
 from stapes.fixed.calibrate import Ranges, analytic_ranges, calibrate
 from stapes.errors import UserError

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stapes import __version__
+from stapes._version import __version__
 from stapes.errors import UserError
 from stapes.fsutil import atomic_write_bytes
 from stapes.ir.float_graph import FloatGraph, LowRank, RNNCell, dense
