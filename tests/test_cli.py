@@ -111,13 +111,11 @@ def test_demo_stage_protocol(tmp_path, monkeypatch, capsys):
         assert ctx.artifacts["a_file"].read_text() == "hello"
         ctx.summary["b"] = 1
 
-    monkeypatch.setattr(demo, "stage_a", stage_a, raising=False)
-    monkeypatch.setattr(demo, "stage_b", stage_b, raising=False)
     out = tmp_path / "demo"
     args = argparse.Namespace(task="memorization")
     with atomic_dir(out) as work:
         ctx = demo.DemoContext(args=args, out=out, work=work)
-        demo.run_stages(ctx, ["stapes.studies.demo:stage_a", "stapes.studies.demo:stage_b", "stapes.studies.demo:stage_report"])
+        demo.run_stages(ctx, [stage_a, stage_b, demo.stage_report])
     assert calls == ["a", "b"]
     report = (out / "report.txt").read_text()
     assert "== a" in report and "did a" in report and report in capsys.readouterr().out
@@ -126,24 +124,10 @@ def test_demo_stage_protocol(tmp_path, monkeypatch, capsys):
     assert set(summary["timings_s"]) == {"a", "b"}  # the report is written during its own stage
 
 
-def test_demo_unknown_stage_fails_before_work(tmp_path):
-    import argparse
-
-    from stapes.studies import demo
-    from stapes.errors import UserError
-
-    ctx = demo.DemoContext(args=argparse.Namespace(), out=tmp_path, work=tmp_path)
-    with pytest.raises(UserError, match="cannot be loaded"):
-        demo.run_stages(ctx, ["stapes.studies.demo:stage_report", "stapes.nowhere:stage_x"])
-    assert not (tmp_path / "report.txt").exists()
-
-
-def test_default_stages_resolve():
+def test_default_stages_are_the_pipeline_in_order():
     from stapes.studies import demo
 
-    assert demo.STAGES[0] == "stapes.studies.demo:stage_train" and demo.STAGES[-1] == "stapes.studies.demo:stage_report"
-    for spec in demo.STAGES:
-        assert callable(demo.resolve_stage(spec))
+    assert [demo.stage_name(s) for s in demo.STAGES] == ["train", "compress", "fixed_point", "board", "report"]
 
 
 def test_demo_train_and_report_stages(tmp_path, capsys):
@@ -158,7 +142,7 @@ def test_demo_train_and_report_stages(tmp_path, capsys):
     args = argparse.Namespace(task="memorization", cell="mgu", hidden=None, seed=0, quiet=True, out=str(out))
     with atomic_dir(out) as work:
         demo.run_stages(demo.DemoContext(args=args, out=out, work=work),
-                        ["stapes.studies.demo:stage_train", "stapes.studies.demo:stage_report"])
+                        [demo.stage_train, demo.stage_report])
     report = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train"]["test"]["recall_accuracy"] >= 0.99

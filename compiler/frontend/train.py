@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from stapes import __version__
+from stapes._version import __version__
 from stapes.errors import UserError
 from stapes.frontend.extract import to_graph
 from stapes.fsutil import atomic_dir, read_versioned_json, write_json
@@ -218,6 +218,39 @@ def train(model: RecurrentModel, task: Task, cfg: TrainConfig, progress: bool = 
 
 
 # ---- checkpoints ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainedModel:
+    task: Task
+    model: RecurrentModel
+    model_config: ModelConfig
+    train_config: TrainConfig
+    metrics: dict
+
+    def graph(self, provenance: dict | None = None):
+        """The trained model as a FloatGraph that remembers its task."""
+        return to_graph(self.model, self.task.config(), {"test": self.metrics["test"], **(provenance or {})})
+
+    def save(self, folder: str | Path, provenance: dict | None = None) -> Path:
+        """Write the model folder (see the module docstring)."""
+        return save_checkpoint(folder, self.model, self.model_config, self.task, self.train_config, self.metrics,
+                               provenance)
+
+
+def train_new(task: Task, cell: str = "mgu", hidden_size: int = 64, *, model_options: dict | None = None,
+              progress: bool = True, **settings) -> TrainedModel:
+    """Train a fresh `cell` of `hidden_size` units on `task`. `settings` are TrainConfig fields
+    (None means default); steps, batch and lr default to :func:`default_settings`.
+    `model_options` go to the ModelConfig (e.g. ``ranks``, ``spectral_radius``)."""
+    if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+        raise UserError(f"hidden size must be a positive integer, got {hidden_size!r}")
+    fields = {**default_settings(task.name, cell), **{k: v for k, v in settings.items() if v is not None}}
+    train_cfg = TrainConfig(**fields)
+    model_cfg = model_config_for(task, cell, hidden_size, **(model_options or {}))
+    model = RecurrentModel(model_cfg, seed=train_cfg.seed)
+    metrics = train(model, task, train_cfg, progress=progress)
+    return TrainedModel(task, model, model_cfg, train_cfg, metrics)
+
+
 def save_checkpoint(folder: str | Path, model: RecurrentModel, model_cfg: ModelConfig | None, task: Task,
                     train_cfg: TrainConfig | None, metrics: dict, provenance: dict | None = None) -> Path:
     """Write a model folder atomically (see the module docstring); returns its path."""

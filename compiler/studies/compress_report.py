@@ -4,9 +4,29 @@ of the dense, the compressed and the fine-tuned graph."""
 from __future__ import annotations
 
 from stapes.compress.svd import RankPolicy, compress_graph, recurrent_cost
+from stapes.errors import UserError
 from stapes.frontend.finetune import finetune_graph
 from stapes.ir.float_graph import FloatGraph
 from stapes.tasks.evaluate import evaluate_metric
+
+
+def rank_policy(rank: int | None = None, energy: float | None = None, max_error: float | None = None,
+                max_drop: float | None = None, error_norm: str = "spectral") -> RankPolicy:
+    """The one rank policy named by exactly one of `rank`, `energy` (fraction of the squared
+    singular values kept), `max_error` (relative truncation error in `error_norm`) or `max_drop`
+    (largest predicted drop of the task metric)."""
+    given = {k: v for k, v in (("rank", rank), ("energy", energy), ("max_error", max_error),
+                               ("max_drop", max_drop)) if v is not None}
+    if len(given) != 1:
+        raise UserError("give exactly one of rank, energy, max_error, max_drop; got "
+                        + (", ".join(given) or "none"))
+    if rank is not None:
+        return RankPolicy("rank", rank)
+    if energy is not None:
+        return RankPolicy("energy", energy)
+    if max_error is not None:
+        return RankPolicy(error_norm, max_error)
+    return RankPolicy("degradation", max_drop)
 
 
 def compress_report(graph: FloatGraph, policy: RankPolicy, *, joint: bool = False, balanced: bool = True,

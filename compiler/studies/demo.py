@@ -2,8 +2,7 @@
 
 Stage protocol (how to extend the demo)
 ---------------------------------------
-* A stage is a function ``fn(ctx: DemoContext) -> None`` named in :data:`STAGES` as a
-  ``"module:function"`` string (imported when the demo runs, so `stapes --help` stays fast).
+* A stage is a function ``fn(ctx: DemoContext) -> None`` listed in :data:`STAGES`.
   Stages run in list order; the report stage is last.
 * A stage reads what earlier stages left in ``ctx.artifacts`` (e.g. ``ctx.artifacts["model"]``,
   the trained model folder, a ``Path``) and adds its own (``ctx.artifacts["qmodel"] = ...``).
@@ -25,28 +24,28 @@ Defaults are chosen to finish in about a minute on 2 cores: a 64-unit MGU on noi
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from stapes.errors import UserError
-
-# The pipeline, in order. Other stages go between "train" and "report".
-STAGES: list[str] = [
-    "stapes.studies.demo:stage_train",
-    "stapes.cli.commands.compress:stage_compress",
-    "stapes.cli.commands.verify:stage_fixed_point",
-    "stapes.cli.commands.board:stage_board",
-    "stapes.studies.demo:stage_report",
-]
+from stapes.compress.svd import RankPolicy
+from stapes.emit.model_c import summary
+from stapes.errors import CheckFailed
+from stapes.fsutil import atomic_write_text, write_json
+from stapes.ir.float_graph import FloatGraph
+from stapes.ir.qgraph import QGraph
+from stapes.studies.compress_report import compress_report
+from stapes.studies.deploy import quantize_calibrated, quantize_folder, write_c_folder
+from stapes.studies.verify import verify_folder
+from stapes.target import board as B
 
 DEFAULT_OUT = "stapes-demo"
 # Per-task demo model and training (small, quick, reliable); training settings not given here come
 # from train.default_settings. Audio, as measured (VAD, MGU-32, 200 steps of 16: ~0.88;
 # KWS at its default sizes generates 3240 clips, minutes of work, so the demo asks for fewer).
+DEMO_FINETUNE_STEPS = 150  # enough to show the recovery; the demo's time budget is 2 minutes
 DEMO_TASKS = {
     "memorization": {"params": {"length": 5, "symbols": 2, "delay": 20}, "hidden": 64, "steps": 1500},
     "frequency": {"params": {}, "hidden": 32, "steps": 600, "target": 0.99},
@@ -87,23 +86,18 @@ class DemoContext:
         print(f"  {message}", file=sys.stderr, flush=True)
 
 
-def resolve_stage(spec: str) -> Callable[[DemoContext], None]:
-    module_name, _, attr = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise UserError(f"demo stage {spec} cannot be loaded ({type(e).__name__}: {e})") from None
+Stage = Callable[[DemoContext], None]
 
 
-def stage_name(spec: str) -> str:
-    return spec.partition(":")[2].removeprefix("stage_")
+def stage_name(stage: Stage) -> str:
+    return stage.__name__.removeprefix("stage_")
 
 
-def run_stages(ctx: DemoContext, stages: list[str] | None = None) -> None:
+def run_stages(ctx: DemoContext, stages: list[Stage] | None = None) -> None:
     stages = STAGES if stages is None else stages
-    functions = [(stage_name(s), resolve_stage(s)) for s in stages]  # fail before any work
-    for i, (name, fn) in enumerate(functions, 1):
-        print(f"[{i}/{len(functions)}] {name}", file=sys.stderr, flush=True)
+    for i, fn in enumerate(stages, 1):
+        name = stage_name(fn)
+        print(f"[{i}/{len(stages)}] {name}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         fn(ctx)
         ctx.timings[name] = time.perf_counter() - start
@@ -112,23 +106,18 @@ def run_stages(ctx: DemoContext, stages: list[str] | None = None) -> None:
 # ---- stages ----------------------------------------------------------------------------------
 def stage_train(ctx: DemoContext) -> None:
     """Train the demo model and save it as a model folder (``artifacts["model"]``)."""
-    from stapes.frontend.models import RecurrentModel
+    from stapes.frontend.train import train_new
     from stapes.tasks import make_task
-    from stapes.frontend.train import TrainConfig, default_settings, model_config_for, save_checkpoint, train
 
     args = ctx.args
     demo = DEMO_TASKS.get(args.task, {"params": {}, "hidden": 32})
     task = make_task(args.task, **demo["params"])
     hidden = args.hidden or demo["hidden"]
-    model_cfg = model_config_for(task, args.cell, hidden)
-    settings = default_settings(task.name, args.cell)
-    settings["steps"] = demo.get("steps", settings["steps"])
-    train_cfg = TrainConfig(**settings, seed=args.seed, target=demo.get("target", 1.0), eval_every=50)
     ctx.log(f"training {args.cell.upper()} N={hidden} on {task.describe()}")
-    model = RecurrentModel(model_cfg, seed=args.seed)
-    metrics = train(model, task, train_cfg, progress=not args.quiet)
-    folder = save_checkpoint(ctx.work / "model", model, model_cfg, task, train_cfg, metrics,
-                             provenance={"source": "stapes demo"})
+    trained = train_new(task, args.cell, hidden, progress=not args.quiet, steps=demo.get("steps"),
+                        seed=args.seed, target=demo.get("target", 1.0), eval_every=50)
+    metrics, model = trained.metrics, trained.model
+    folder = trained.save(ctx.work / "model", provenance={"source": "stapes demo"})
     ctx.artifacts.update(model=folder, task=task, train_metrics=metrics)
     ctx.summary["train"] = {"task": task.config(), "cell": args.cell, "hidden": hidden, **metrics}
     primary = task.primary_metric
@@ -144,10 +133,96 @@ def stage_train(ctx: DemoContext) -> None:
     ])
 
 
+def stage_compress(ctx: DemoContext) -> None:
+    """Compress the demo model's recurrent matrices to rank N/4 (half the dense MACs), measure the
+    metric truncated and after a short fine-tuning of the factors, and save the fine-tuned
+    model folder as ``artifacts["compressed"]`` (``compress/model``)."""
+    graph = FloatGraph.load(ctx.artifacts["model"])
+    rank = max(1, graph.hidden_size // 4)
+    ctx.log(f"compressing to rank {rank} of {graph.hidden_size}, fine-tuning {DEMO_FINETUNE_STEPS} steps")
+    compressed, report = compress_report(graph, RankPolicy("rank", rank), finetune_steps=DEMO_FINETUNE_STEPS,
+                                         seed=ctx.args.seed)
+    folder = ctx.stage_dir("compress") / "model"
+    folder.mkdir()
+    compressed.save(folder)
+    write_json(folder / "compress.json", report)
+    ctx.artifacts["compressed"] = folder
+    cost, name = report["cost"], report["metric_name"]
+    ctx.section("compress (truncated SVD of the recurrent matrices)", [
+        f"rank {rank} of {graph.hidden_size} for {', '.join(cost['matrices'])}",
+        f"recurrent MACs/step: {cost['recurrent_macs_dense']} dense -> {cost['recurrent_macs']} "
+        f"({100 * cost['mac_saving']:.0f}% fewer); parameters {cost['recurrent_params_dense']} -> "
+        f"{cost['recurrent_params']}",
+        f"{name}: dense {report['metric_dense']:.4f}, truncated {report['metric_compressed']:.4f}, "
+        f"fine-tuned ({DEMO_FINETUNE_STEPS} steps) {report['metric_finetuned']:.4f}",
+        f"saved: {ctx.final_path(folder)}",
+    ])
+    ctx.summary["compress"] = {"rank": rank, "metric_dense": report["metric_dense"],
+                               "metric_truncated": report["metric_compressed"],
+                               "metric_finetuned": report["metric_finetuned"], "mac_saving": cost["mac_saving"]}
+
+
+def stage_fixed_point(ctx: DemoContext) -> None:
+    """Quantize (int16, task calibration) -> emit -> build -> verify the compressed model (or the
+    trained one when no compression stage ran)."""
+    source = ctx.artifacts.get("compressed", ctx.artifacts["model"])
+    qdir = ctx.work / "qmodel"
+    ctx.log("quantizing (int16 weights), emitting C, building it and comparing with the reference")
+    q = quantize_folder(source, qdir, weights="int16", sequences=256, seed=0)
+    cdir = ctx.work / "c"
+    write_c_folder(q, cdir, "model", with_runtime=False)
+    result = verify_folder(qdir, sequences=256)
+    ctx.artifacts["qmodel"] = qdir
+    s = summary(q)
+    ctx.summary["fixed_point"] = {"mismatches": result.mismatches, "ops_per_frame": result.ops_per_frame,
+                                  "metrics": result.metrics, "summary": s}
+    if not result.ok:
+        raise CheckFailed(result.failure())
+    ctx.section("fixed point (quantize -> emit -> verify)", [
+        f"QGraph: input {q.input_fmt.describe()}, output {q.readout.out_fmt.describe()}, "
+        f"int{q.weight_bits} weights, {s['macs_per_frame']} MACs/frame (all-dense {s['macs_per_frame_dense']})",
+        f"C: {s['weight_bytes']} B weights + {s['table_bytes']} B tables, state {s['state_bytes']} B, "
+        f"scratch {s['scratch_bytes']} B -> {ctx.final_path(cdir)}",
+        *result.lines,
+    ])
+
+
+def stage_board(ctx: DemoContext) -> None:
+    """The demo's QModel (or the trained model, quantized here) on the
+    Cortex-M4 under qemu, compared with the host and the reference; skipped with the install
+    line when the cross toolchain is absent."""
+    title = "Cortex-M4 (mps2-an386 under qemu)"
+    reason = B.toolchain_missing()
+    if reason:
+        ctx.section(title, [f"skipped: {reason}"])
+        return
+    qmodel = ctx.artifacts.get("qmodel")
+    if qmodel is not None:
+        q = QGraph.load(qmodel)
+    else:                      # no quantize stage ran: quantize the trained model on its task data
+        q = quantize_calibrated(FloatGraph.load(ctx.artifacts["model"]), weights="int16", seed=1)
+    board = B.load_board("mps2-an386")
+    ctx.log("cross-building for the Cortex-M4 and running under qemu")
+    res = B.run_qgraph(q, board, ctx.stage_dir("board"), frames=32, seed=0)
+    if not (res.same_as_host and res.same_as_reference and res.returncode == 0):
+        raise CheckFailed(f"Cortex-M4 differs: {res.first_mismatch or 'host and target outputs differ'}")
+    mean = sum(res.frame_insns) / len(res.frame_insns)
+    s = res.sizes
+    ctx.summary["board"] = {"board": board.name, "frames": res.frames, "mismatches": 0,
+                            "instructions_per_frame": mean, "macs_per_frame": res.macs_per_frame,
+                            "flash": s["flash_model"], "ram": s["ram"], "stack": res.stack}
+    ctx.section(title, [
+        f"bit-exact: {res.frames} frames, every output and state equal to the host build and the "
+        f"reference (mismatches: 0)",
+        f"cost:      {mean:,.0f} instructions/frame (qemu), {res.macs_per_frame} MACs/frame, "
+        f"{mean / max(res.macs_per_frame, 1):.2f} instructions/MAC",
+        f"size:      flash {s['flash_model']} B (model + runtime + startup), RAM {s['ram']} B + {B.stack_text(res)}",
+        f"build:     {ctx.final_path(ctx.stage_dir('board'))}",
+    ])
+
+
 def stage_report(ctx: DemoContext) -> None:
     """Print the report and write report.txt + summary.json into the demo folder."""
-    from stapes.fsutil import atomic_write_text, write_json
-
     lines = [f"stapes demo — {ctx.args.task}", ""]
     for title, body in ctx.report:
         lines.append(f"== {title}")
@@ -162,3 +237,7 @@ def stage_report(ctx: DemoContext) -> None:
                                            "artifacts": {k: str(ctx.final_path(v)) for k, v in ctx.artifacts.items()
                                                          if isinstance(v, Path)}})
     print(text, end="")
+
+
+# The pipeline, in order. Other stages go between "train" and "report".
+STAGES: list[Stage] = [stage_train, stage_compress, stage_fixed_point, stage_board, stage_report]

@@ -101,10 +101,7 @@ def to_csv(result: dict) -> str:
 
 def plot_sweep(result: dict, path: str | Path, title: str | None = None) -> None:
     """Metric vs rank (left axis; fine-tuned too if present) with the MAC saving (right axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from stapes.studies.plots import plt, write_png
 
     rows = sorted(result["rows"], key=lambda x: x["rank"])
     ranks = [r["rank"] for r in rows]
@@ -124,11 +121,7 @@ def plot_sweep(result: dict, path: str | Path, title: str | None = None) -> None
     ax.legend(loc="lower right", fontsize=8)
     task = (result.get("task") or {}).get("name", "?")
     ax.set_title(title or f"{result['cell'].upper()} N={result['hidden_size']} on {task}", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    Path(path).write_bytes(buf.getvalue())
+    write_png(fig, path)
 
 
 def write_sweep(result: dict, folder: str | Path) -> None:

@@ -311,6 +311,10 @@ class Budget:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def format(self) -> str:
+        """The human table `stapes budget` prints."""
+        return format_budget(self)
+
 
 def budget(s: ModelShape, board: Board, frame_ms: float, clock_hz: int | None = None) -> Budget:
     """Flash, RAM, MACs, instructions and cycles per frame of `s` on `board`."""
@@ -344,6 +348,21 @@ def budget(s: ModelShape, board: Board, frame_ms: float, clock_hz: int | None = 
         fits={"flash": flash["total"] <= board.flash_bytes, "ram": ram["total"] <= board.ram_bytes,
               "time": share <= 1.0},
         notes=notes)
+
+
+def budget_for(model, board: str | Board, frame_ms: float, *, weights: str = "int16",
+               clock_hz: int | None = None) -> Budget:
+    """:func:`budget` of a QGraph (its own weight width) or a FloatGraph (at `weights` bits) on
+    `board` (a profile or its name): the one path of `stapes budget` and :func:`stapes.budget`."""
+    from stapes.ir.qgraph import QGraph
+    from stapes.target.board import load_board
+
+    if weights not in ("int8", "int16"):
+        raise UserError(f"weights must be int8 or int16, got {weights!r}")
+    if clock_hz is not None and clock_hz <= 0:
+        raise UserError(f"the clock must be positive, got {clock_hz} Hz")
+    shape = shape_of_qgraph(model) if isinstance(model, QGraph) else shape_of_graph(model, int(weights[3:]))
+    return budget(shape, load_board(board) if isinstance(board, str) else board, frame_ms, clock_hz)
 
 
 def format_budget(b: Budget) -> str:

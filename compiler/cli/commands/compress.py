@@ -28,26 +28,14 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output model folder")
 
 
-def _policy(args):
-    from stapes.compress.svd import RankPolicy
-
-    if args.rank is not None:
-        return RankPolicy("rank", args.rank)
-    if args.energy is not None:
-        return RankPolicy("energy", args.energy)
-    if args.max_error is not None:
-        return RankPolicy(args.error_norm, args.max_error)
-    return RankPolicy("degradation", args.max_drop)
-
-
 def run(args) -> int:
-    from stapes.studies.compress_report import compress_report
     from stapes.errors import UserError
     from stapes.fsutil import atomic_dir, write_json
     from stapes.ir.float_graph import FloatGraph
+    from stapes.studies.compress_report import compress_report, rank_policy
 
     graph = FloatGraph.load(args.model)
-    policy = _policy(args)
+    policy = rank_policy(args.rank, args.energy, args.max_error, args.max_drop, args.error_norm)
     if policy.kind == "rank" and args.rank > graph.hidden_size:
         raise UserError(f"--rank {args.rank} is larger than the hidden size {graph.hidden_size}")
     if args.finetune < 0:
@@ -64,41 +52,3 @@ def run(args) -> int:
             print(f"compress: {key.replace('metric_', '')} {report['metric_name']} = {report[key]:.4f}")
     print(f"compress: wrote {args.out}")
     return 0
-
-
-# ---- demo stage (listed in stapes.studies.demo.STAGES after training) ---------------------------------
-DEMO_FINETUNE_STEPS = 150  # enough to show the recovery; the demo's time budget is 2 minutes
-
-
-def stage_compress(ctx) -> None:
-    """Compress the demo model's recurrent matrices to rank N/4 (half the dense MACs), measure the
-    metric truncated and after a short fine-tuning of the factors, and save the fine-tuned
-    model folder as ``artifacts["compressed"]`` (``compress/model``)."""
-    from stapes.compress.svd import RankPolicy
-    from stapes.studies.compress_report import compress_report
-    from stapes.fsutil import write_json
-    from stapes.ir.float_graph import FloatGraph
-
-    graph = FloatGraph.load(ctx.artifacts["model"])
-    rank = max(1, graph.hidden_size // 4)
-    ctx.log(f"compressing to rank {rank} of {graph.hidden_size}, fine-tuning {DEMO_FINETUNE_STEPS} steps")
-    compressed, report = compress_report(graph, RankPolicy("rank", rank), finetune_steps=DEMO_FINETUNE_STEPS,
-                                         seed=ctx.args.seed)
-    folder = ctx.stage_dir("compress") / "model"
-    folder.mkdir()
-    compressed.save(folder)
-    write_json(folder / "compress.json", report)
-    ctx.artifacts["compressed"] = folder
-    cost, name = report["cost"], report["metric_name"]
-    ctx.section("compress (truncated SVD of the recurrent matrices)", [
-        f"rank {rank} of {graph.hidden_size} for {', '.join(cost['matrices'])}",
-        f"recurrent MACs/step: {cost['recurrent_macs_dense']} dense -> {cost['recurrent_macs']} "
-        f"({100 * cost['mac_saving']:.0f}% fewer); parameters {cost['recurrent_params_dense']} -> "
-        f"{cost['recurrent_params']}",
-        f"{name}: dense {report['metric_dense']:.4f}, truncated {report['metric_compressed']:.4f}, "
-        f"fine-tuned ({DEMO_FINETUNE_STEPS} steps) {report['metric_finetuned']:.4f}",
-        f"saved: {ctx.final_path(folder)}",
-    ])
-    ctx.summary["compress"] = {"rank": rank, "metric_dense": report["metric_dense"],
-                               "metric_truncated": report["metric_compressed"],
-                               "metric_finetuned": report["metric_finetuned"], "mac_saving": cost["mac_saving"]}

@@ -16,22 +16,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from stapes.emit.model_c import emit, summary
-    from stapes.fsutil import atomic_dir
+    from stapes.emit.model_c import summary
     from stapes.ir.qgraph import QGraph
+    from stapes.studies.deploy import write_c_folder
 
     q = QGraph.load(args.qmodel)
-    files = emit(q, args.prefix)
-    with atomic_dir(args.out) as tmp:
-        for name, text in files.items():
-            (tmp / name).write_text(text)
-        if not args.no_runtime:
-            from stapes.host import runtime_include_dir, runtime_sources
-
-            for sub, paths in (("include", sorted(runtime_include_dir().glob("*.h"))), ("src", runtime_sources())):
-                (tmp / "runtime" / sub).mkdir(parents=True, exist_ok=True)
-                for path in paths:
-                    (tmp / "runtime" / sub / path.name).write_bytes(path.read_bytes())
+    files = write_c_folder(q, args.out, args.prefix, with_runtime=not args.no_runtime)
     s = summary(q)
     print(f"emit: {', '.join(files)}: {s['macs_per_frame']} MACs/frame "
           f"(all-dense {s['macs_per_frame_dense']}), weights {s['weight_bytes']} B, tables {s['table_bytes']} B, "

@@ -78,28 +78,23 @@ def check_output_folder(out: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stapes.frontend.train import train_new
     from stapes.tasks import make_task
-    from stapes.frontend.train import TrainConfig, default_settings, model_config_for, save_checkpoint, train
-    from stapes.frontend.models import RecurrentModel
 
     out = check_output_folder(args.out)
     task = make_task(args.task, **task_params(args))
     if args.hidden < 1:
         raise UserError(f"--hidden must be a positive integer, got {args.hidden}")
-    settings = default_settings(task.name, args.cell)
-    settings.update({k: getattr(args, k) for k in settings if getattr(args, k) is not None})
-    model_cfg = model_config_for(task, args.cell, args.hidden, spectral_radius=args.spectral_radius,
-                                 ranks=args.rank)
-    train_cfg = TrainConfig(**settings, clip=args.clip, seed=args.seed, target=args.target,
-                            eval_every=args.eval_every, threads=args.threads)
-    model = RecurrentModel(model_cfg, seed=args.seed)
     print(f"training {args.cell.upper()} N={args.hidden} on {task.describe()} (seed {args.seed})")
-    metrics = train(model, task, train_cfg, progress=not args.quiet)
+    trained = train_new(task, args.cell, args.hidden, progress=not args.quiet,
+                        model_options={"spectral_radius": args.spectral_radius, "ranks": args.rank},
+                        steps=args.steps, batch=args.batch, lr=args.lr, clip=args.clip, seed=args.seed,
+                        target=args.target, eval_every=args.eval_every, threads=args.threads)
     try:
-        save_checkpoint(out, model, model_cfg, task, train_cfg, metrics)
+        trained.save(out)
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
-    print(format_summary(metrics))
+    print(format_summary(trained.metrics))
     print(f"wrote {out}")
     return 0
 
