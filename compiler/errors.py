@@ -1,4 +1,4 @@
-"""The two kinds of failure the CLI distinguishes (design.md §1: exit codes)."""
+"""The two kinds of failure the CLI distinguishes: exit 2 for bad input, exit 1 for a failed check."""
 
 
 class UserError(Exception):

@@ -1,5 +1,6 @@
 """The stage layering of pyproject.toml's import-linter contracts holds (README's stage table names the stages)."""
 
+import ast
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,3 +15,40 @@ def test_import_contracts_are_kept():
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "kept, 0 broken" in run.stdout, run.stdout[-2000:]
+
+
+# The host harness (`stapes.host`, python/) lives outside compiler/, where import-linter cannot see
+# it: it sits above emit and below studies, and never imports torch or onnx.
+HOST_MAY_IMPORT = {"stapes.errors", "stapes.fsutil", "stapes.ir", "stapes.fixed", "stapes.emit", "stapes.host",
+                   "stapes.runtime_c", "stapes.boards"}
+FORBIDDEN_EVERYWHERE_BELOW_FRONTEND = {"torch", "onnx", "onnxruntime"}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_host_harness_imports_only_downward():
+    bad = []
+    for path in sorted((ROOT / "python").rglob("*.py")):
+        for line, name in _imports(path):
+            top = name.split(".")[0]
+            if top in FORBIDDEN_EVERYWHERE_BELOW_FRONTEND:
+                bad.append(f"{path.relative_to(ROOT)}:{line}: imports {name}")
+            elif top == "stapes" and not any(name == p or name.startswith(p + ".") for p in HOST_MAY_IMPORT):
+                bad.append(f"{path.relative_to(ROOT)}:{line}: imports {name} (allowed: {sorted(HOST_MAY_IMPORT)})")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_host_check_sees_a_violation(tmp_path, monkeypatch):
+    """The AST walk above finds both kinds of import, so the check can fail."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import torch\ndef f():\n    from stapes.studies import demo\n")
+    assert [name for _, name in _imports(probe)] == ["torch", "stapes.studies"]

@@ -1,6 +1,6 @@
 """Torch models with explicit equations: the Elman RNN and the minimal gated unit (MGU).
 
-Same equations as :mod:`stapes.ir.float_graph` (design.md §2), torch-style weights (``w`` is (out, in)):
+Same equations as :mod:`stapes.ir.float_graph`, torch-style weights (``w`` is (out, in)):
 
 * Elman RNN: ``h_t = tanh(W x_t + U h_{t-1} + b)``
 * MGU:       ``f_t = sigmoid(W_f x_t + U_f h_{t-1} + b_f)``
