@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stapes.tasks.audio.tasks import BENCH_SIZES
 from stapes.compress.svd import with_rank
-from stapes.tasks.evaluate import evaluate_graph, metrics_from_outputs
-from stapes.frontend.extract import to_graph
-from stapes.fsutil import write_json
-from stapes.frontend.models import RecurrentModel
 from stapes.fixed.quantize import dequantize_output, quantize_graph, quantize_input
 from stapes.fixed.reference import run_reference
-from stapes.tasks import make_task
+from stapes.frontend.extract import to_graph
+from stapes.frontend.models import RecurrentModel
 from stapes.frontend.train import TrainConfig, model_config_for, save_checkpoint, train
+from stapes.fsutil import write_json
+from stapes.tasks import make_task
+from stapes.tasks.audio.tasks import BENCH_SIZES
+from stapes.tasks.evaluate import evaluate_graph, metrics_from_outputs
 
 # Model sizes as in the shared audio note; training budgets sized for a shared 2-core machine.
 PLANS = {
@@ -45,7 +45,7 @@ def fixed_point_metrics(graph, task, weights: str) -> dict:
     calib = task.sample("train", 64, seed=99).x
     q = quantize_graph(graph, calib_x=calib, weights=weights)
     batch = task.sample("test", task.eval_size, seed=0)
-    limit = (32767 / 2.0 ** q.input_fmt.frac) if isinstance(q.input_fmt.frac, int) else None
+    limit = (32767 / 2.0**q.input_fmt.frac) if isinstance(q.input_fmt.frac, int) else None
     x = batch.x if limit is None else np.clip(batch.x, -limit, limit)
     saturated = int(np.sum(x != batch.x))
     result = run_reference(q, quantize_input(q, x))
@@ -65,8 +65,15 @@ def bench_task(name: str, out: Path, seed: int) -> dict:
     t_gen = time.perf_counter() - t0
     model_cfg = model_config_for(task, "mgu", plan["hidden"])
     model = RecurrentModel(model_cfg, seed=seed)
-    cfg = TrainConfig(steps=plan["steps"], batch=plan["batch"], lr=1e-2 if name != "kws" else 5e-3,
-                      seed=seed, eval_every=50, eval_n=10 ** 6, threads=1)
+    cfg = TrainConfig(
+        steps=plan["steps"],
+        batch=plan["batch"],
+        lr=1e-2 if name != "kws" else 5e-3,
+        seed=seed,
+        eval_every=50,
+        eval_n=10**6,
+        threads=1,
+    )
     t1 = time.perf_counter()
     summary = train(model, task, cfg, progress=True)
     t_train = time.perf_counter() - t1
@@ -77,20 +84,33 @@ def bench_task(name: str, out: Path, seed: int) -> dict:
     by_rank = {r: evaluate_graph(with_rank(graph, r))[primary] for r in ranks}
     by_rank[plan["hidden"]] = summary["test"][primary]
     fixed = {w: fixed_point_metrics(graph, task, w) for w in ("int16", "int8")}
-    return {"task": name, "hidden": plan["hidden"], "params": sum(p.numel() for p in model.parameters()),
-            "sizes": BENCH_SIZES[name], "train": {k: plan[k] for k in ("steps", "batch", "train_frames")},
-            "generate_seconds": round(t_gen, 1), "train_seconds": round(t_train, 1),
-            "primary_metric": primary, "float": summary["test"], "metric_by_rank": by_rank, "fixed": fixed}
+    return {
+        "task": name,
+        "hidden": plan["hidden"],
+        "params": sum(p.numel() for p in model.parameters()),
+        "sizes": BENCH_SIZES[name],
+        "train": {k: plan[k] for k in ("steps", "batch", "train_frames")},
+        "generate_seconds": round(t_gen, 1),
+        "train_seconds": round(t_train, 1),
+        "primary_metric": primary,
+        "float": summary["test"],
+        "metric_by_rank": by_rank,
+        "fixed": fixed,
+    }
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| task | model | float | " + " | ".join(["rank r: metric"]) + " | int16 | int8 |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| task | model | float | " + " | ".join(["rank r: metric"]) + " | int16 | int8 |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         p = r["primary_metric"]
         ranks = ", ".join(f"{k}: {v:.3f}" for k, v in r["metric_by_rank"].items())
-        lines.append(f"| {r['task']} ({p}) | MGU-{r['hidden']} ({r['params']} params) | {r['float'][p]:.3f} | {ranks} "
-                     f"| {r['fixed']['int16'][p]:.3f} | {r['fixed']['int8'][p]:.3f} |")
+        lines.append(
+            f"| {r['task']} ({p}) | MGU-{r['hidden']} ({r['params']} params) | {r['float'][p]:.3f} | {ranks} "
+            f"| {r['fixed']['int16'][p]:.3f} | {r['fixed']['int8'][p]:.3f} |"
+        )
     return "\n".join(lines)
 
 

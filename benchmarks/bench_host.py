@@ -65,13 +65,29 @@ def callgrind_per_frame(q) -> float:
         tmp = Path(tmp)
         for name, text in {**emit(q, "bench"), "driver.c": _DRIVER}.items():
             (tmp / name).write_text(text)
-        subprocess.run([compiler(), *WARNING_FLAGS, *OPT_FLAGS, f"-I{runtime_include_dir()}", f"-I{tmp}",
-                        *map(str, runtime_sources()), str(tmp / "bench.c"), str(tmp / "driver.c"), "-o",
-                        str(tmp / "bench")], check=True)
+        subprocess.run(
+            [
+                compiler(),
+                *WARNING_FLAGS,
+                *OPT_FLAGS,
+                f"-I{runtime_include_dir()}",
+                f"-I{tmp}",
+                *map(str, runtime_sources()),
+                str(tmp / "bench.c"),
+                str(tmp / "driver.c"),
+                "-o",
+                str(tmp / "bench"),
+            ],
+            check=True,
+        )
         counts = []
         for frames in (200, 1000):
-            proc = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
-                                   str(tmp / "bench"), str(frames)], capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out", str(tmp / "bench"), str(frames)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             counts.append(int(re.search(r"Collected : (\d+)", proc.stderr).group(1)))
     return (counts[1] - counts[0]) / 800
 
@@ -91,18 +107,20 @@ def main() -> int:
     import torch
 
     from stapes.cli import main as stapes_main
+    from stapes.fixed.quantize import quantize_graph, quantize_input
     from stapes.frontend.extract import from_graph
     from stapes.host import build, run_c
     from stapes.host.random_models import random_graph
-    from stapes.fixed.quantize import quantize_graph, quantize_input
 
     torch.set_num_threads(1)
     graph = random_graph(args.seed, kind=args.kind, hidden=args.hidden, inputs=8, outputs=4, rank=args.rank or None)
     x = np.random.default_rng(args.seed).uniform(-1, 1, size=(args.sequences, args.steps, 8))
     q = quantize_graph(graph, x, weights=args.weights)
     if args.callgrind:
-        print(f"model: {args.kind} N={args.hidden} rank {args.rank} {args.weights}: {callgrind_per_frame(q):,.0f} "
-              "x86 instructions per frame (callgrind)")
+        print(
+            f"model: {args.kind} N={args.hidden} rank {args.rank} {args.weights}: {callgrind_per_frame(q):,.0f} "
+            "x86 instructions per frame (callgrind)"
+        )
         return 0
     x_q = quantize_input(q, x)
     t0 = time.perf_counter()
@@ -116,14 +134,16 @@ def main() -> int:
     def torch_loop():
         with torch.no_grad():
             for b in range(args.sequences):
-                model(xt[b:b + 1])
+                model(xt[b : b + 1])
 
     fps_torch = _fps(torch_loop, frames)
     fps_seq = _fps(lambda: run_c(q, x_q, prefix="bench", module=module), frames)
     fps_frame = _fps(lambda: run_c(q, x_q, per_frame=True, prefix="bench", module=module), frames, repeat=1)
-    print(f"model: {args.kind} N={args.hidden} rank {args.rank} {args.weights}, {args.sequences} sequences x "
-          f"{args.steps} steps "
-          f"(build {build_s:.2f} s)")
+    print(
+        f"model: {args.kind} N={args.hidden} rank {args.rank} {args.weights}, {args.sequences} sequences x "
+        f"{args.steps} steps "
+        f"(build {build_s:.2f} s)"
+    )
     print(f"torch float, batch 1, 1 thread: {fps_torch:12.0f} frames/s   1.0x")
     print(f"C via cffi, one call per batch:  {fps_seq:12.0f} frames/s  {fps_seq / fps_torch:5.1f}x")
     print(f"C via cffi, one call per frame:  {fps_frame:12.0f} frames/s  {fps_frame / fps_torch:5.1f}x")
@@ -134,9 +154,11 @@ def main() -> int:
         graph.save(tmp / "m")
 
         def pipeline():
-            for argv in (["quantize", str(tmp / "m"), "--out", str(tmp / "q")],
-                         ["emit", str(tmp / "q"), "--out", str(tmp / "c")],
-                         ["verify", str(tmp / "q"), "--sequences", "16"]):
+            for argv in (
+                ["quantize", str(tmp / "m"), "--out", str(tmp / "q")],
+                ["emit", str(tmp / "q"), "--out", str(tmp / "c")],
+                ["verify", str(tmp / "q"), "--sequences", "16"],
+            ):
                 if stapes_main(argv) != 0:
                     raise SystemExit(f"pipeline step {argv[0]} failed")
 
@@ -146,8 +168,10 @@ def main() -> int:
         t0 = time.perf_counter()
         pipeline()
         warm = time.perf_counter() - t0
-    print(f"pipeline quantize -> emit -> build -> verify (N={args.hidden}): first {first:.2f} s, "
-          f"warm cffi cache {warm:.2f} s")
+    print(
+        f"pipeline quantize -> emit -> build -> verify (N={args.hidden}): first {first:.2f} s, "
+        f"warm cffi cache {warm:.2f} s"
+    )
     return 0
 
 

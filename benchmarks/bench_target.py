@@ -22,14 +22,15 @@ import numpy as np
 
 def portable_variant(board):
     """The same board compiled without the DSP extension's kernels."""
-    return dataclasses.replace(board, cflags=(*board.cflags, "-U__ARM_FEATURE_DSP"),
-                               isa={**board.isa, "dsp": False}, insn_model={})
+    return dataclasses.replace(
+        board, cflags=(*board.cflags, "-U__ARM_FEATURE_DSP"), isa={**board.isa, "dsp": False}, insn_model={}
+    )
 
 
 def random_mgu(n: int, rank: int | None, bits: int, inputs: int = 4, outputs: int = 2, seed: int = 0):
-    from stapes.compress.svd import svd_factors
-    from stapes.ir.float_graph import FloatGraph, MGUCell, Readout
     from stapes.fixed.quantize import quantize_graph
+    from stapes.ir.float_graph import FloatGraph, MGUCell, Readout
+    from stapes.ir.lowrank import svd_factors
 
     rng = np.random.default_rng(seed)
 
@@ -37,20 +38,28 @@ def random_mgu(n: int, rank: int | None, bits: int, inputs: int = 4, outputs: in
         m = rng.standard_normal((n, n)) * (1.5 / np.sqrt(n))
         return m if rank is None else svd_factors(m, rank)
 
-    cell = MGUCell(rng.standard_normal((n, inputs)), u(), 0.1 * rng.standard_normal(n),
-                   rng.standard_normal((n, inputs)), u(), 0.1 * rng.standard_normal(n))
+    cell = MGUCell(
+        rng.standard_normal((n, inputs)),
+        u(),
+        0.1 * rng.standard_normal(n),
+        rng.standard_normal((n, inputs)),
+        u(),
+        0.1 * rng.standard_normal(n),
+    )
     ro = Readout(rng.standard_normal((outputs, n)) / np.sqrt(n), np.zeros(outputs))
     return quantize_graph(FloatGraph(cell, ro), weights=f"int{bits}")
 
 
 def dot_table(board, work: Path) -> list[dict]:
-    from stapes.target import board as B
+    from stapes.target import run
 
     cases = [(bits, n, 0, 0) for bits in (16, 8) for n in (64, 128)]
-    counts = B.measure_dot_kernels(board, work, cases)
-    base = B.measure_dot_kernels(board, work / "empty", [(16, 0, 0, 0)])[0]   # call sequence only
-    return [{"bits": b, "n": n, "insns": c, "per_mac": c / n, "per_mac_without_call": (c - base) / n}
-            for (b, n, _, _), c in zip(cases, counts)]
+    counts = run.measure_dot_kernels(board, work, cases)
+    base = run.measure_dot_kernels(board, work / "empty", [(16, 0, 0, 0)])[0]  # call sequence only
+    return [
+        {"bits": b, "n": n, "insns": c, "per_mac": c / n, "per_mac_without_call": (c - base) / n}
+        for (b, n, _, _), c in zip(cases, counts)
+    ]
 
 
 GATE_PROGRAM = r"""
@@ -82,31 +91,42 @@ int main(void)
     return (int)(pre[0] & 1) * 0;
 }}
 """
-GATE_CALLS = {"dense": "stp_gate_dense_s16(&dense, x, h, pre)",
-              "tiny": "stp_gate_dense_s16(&tiny, x, h, pre)",
-              "low": "stp_gate_lowrank_s16(&low, x, h, R, z, pre)"}
+GATE_CALLS = {
+    "dense": "stp_gate_dense_s16(&dense, x, h, pre)",
+    "tiny": "stp_gate_dense_s16(&tiny, x, h, pre)",
+    "low": "stp_gate_lowrank_s16(&low, x, h, R, z, pre)",
+}
 
 
 def recurrent_matvec(board, work: Path, n: int, r: int) -> dict:
     """Instructions of the recurrent mat-vec alone, inside the mat-vec kernels: a gate with a
     1-column input projection and U (N, N) [or A (N, r) B (r, N)], minus half of the same gate
     with a 1-column U (that half is the input projection's share), call overhead included."""
-    from stapes.target import board as B
+    from stapes.target import qemu, run, toolchain
 
     work.mkdir(parents=True, exist_ok=True)
     runs = {}
     for name, call in GATE_CALLS.items():
         src = work / f"gate_{name}.c"
         src.write_text(GATE_PROGRAM.format(n=n, r=r, call=call))
-        elf = B.cross_build(board, [src, *B.runtime_c_sources()], work, name=f"gate_{name}",
-                            include_dirs=[B.runtime_dir() / "include"]).elf
-        runs[name] = B.run_qemu(board, elf, count=True, count_functions=B.MATVEC_KERNELS).range_insns
-    return {"N": n, "rank": r, "dense_per_mac": (runs["dense"] - runs["tiny"] / 2) / (n * n),
-            "lowrank_per_mac": (runs["low"] - runs["tiny"] / 2) / (2 * n * r)}
+        elf = toolchain.cross_build(
+            board,
+            [src, *toolchain.runtime_c_sources()],
+            work,
+            name=f"gate_{name}",
+            include_dirs=[toolchain.runtime_dir() / "include"],
+        ).elf
+        runs[name] = qemu.run_qemu(board, elf, count=True, count_functions=run.MATVEC_KERNELS).range_insns
+    return {
+        "N": n,
+        "rank": r,
+        "dense_per_mac": (runs["dense"] - runs["tiny"] / 2) / (n * n),
+        "lowrank_per_mac": (runs["low"] - runs["tiny"] / 2) / (2 * n * r),
+    }
 
 
 def main(argv=None) -> int:
-    from stapes.target import board as B
+    from stapes.target import profile, run, toolchain
     from stapes.target.budget import budget, shape_of_qgraph
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -114,10 +134,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the rows as JSON")
     ap.add_argument("--frames", type=int, default=4)
     args = ap.parse_args(argv)
-    if B.toolchain_missing():
-        print(f"bench_target: {B.toolchain_missing()}", file=sys.stderr)
+    if toolchain.toolchain_missing():
+        print(f"bench_target: {toolchain.toolchain_missing()}", file=sys.stderr)
         return 2
-    m4 = B.load_board("mps2-an386")
+    m4 = profile.load_board("mps2-an386")
     plain = portable_variant(m4)
     rows = []
     with tempfile.TemporaryDirectory(prefix="stapes-bench-") as tmp:
@@ -127,42 +147,66 @@ def main(argv=None) -> int:
                 for bits in (16, 8):
                     q = random_mgu(n, rank, bits)
                     tag = f"n{n}_r{rank}_b{bits}"
-                    dsp = B.run_qgraph(q, m4, work / f"{tag}_dsp", frames=args.frames)
-                    por = B.run_qgraph(q, plain, work / f"{tag}_plain", frames=args.frames)
+                    dsp = run.run_qgraph(q, m4, work / f"{tag}_dsp", frames=args.frames)
+                    por = run.run_qgraph(q, plain, work / f"{tag}_plain", frames=args.frames)
                     if not (dsp.same_as_reference and por.same_as_reference):
                         print(f"MISMATCH {tag}: {dsp.first_mismatch or por.first_mismatch}", file=sys.stderr)
                         return 1
                     est = budget(shape_of_qgraph(q), m4, 8.0)
                     d, p = float(np.mean(dsp.frame_insns)), float(np.mean(por.frame_insns))
-                    rows.append({"N": n, "rank": rank or n, "bits": bits, "macs": dsp.macs_per_frame,
-                                 "insns_dsp": d, "insns_portable": p, "per_mac_dsp": d / dsp.macs_per_frame,
-                                 "per_mac_portable": p / por.macs_per_frame, "speedup": p / d,
-                                 "kernel_per_mac_dsp": dsp.kernel_insns / dsp.macs_per_frame,
-                                 "flash": dsp.sizes["flash_model"], "ram": dsp.sizes["ram"],
-                                 "stack": dsp.stack, "budget_insns": est.instructions,
-                                 "budget_flash": est.flash["total"]})
+                    rows.append(
+                        {
+                            "N": n,
+                            "rank": rank or n,
+                            "bits": bits,
+                            "macs": dsp.macs_per_frame,
+                            "insns_dsp": d,
+                            "insns_portable": p,
+                            "per_mac_dsp": d / dsp.macs_per_frame,
+                            "per_mac_portable": p / por.macs_per_frame,
+                            "speedup": p / d,
+                            "kernel_per_mac_dsp": dsp.kernel_insns / dsp.macs_per_frame,
+                            "flash": dsp.sizes["flash_model"],
+                            "ram": dsp.sizes["ram"],
+                            "stack": dsp.stack,
+                            "budget_insns": est.instructions,
+                            "budget_flash": est.flash["total"],
+                        }
+                    )
         dots = {"dsp": dot_table(m4, work / "dots_dsp"), "portable": dot_table(plain, work / "dots_plain")}
         recurrent = [recurrent_matvec(m4, work / f"rec{n}", n, n // 4) for n in ((64,) if args.quick else (64, 128))]
     print("MGU on mps2-an386 (Cortex-M4F), qemu instruction counts per frame (step function)")
-    print("(/MAC: whole step; kern/MAC: instructions inside the DSP mat-vec kernels, all mat-vecs of the\n"
-          " step including the 4-column input projections, whose per-call overhead dominates them)")
-    print(f"{'N':>4} {'rank':>5} {'w':>5} {'MACs':>7} {'DSP':>9} {'/MAC':>6} {'kern/MAC':>8} {'portable':>9} "
-          f"{'/MAC':>6} {'x':>5} {'flash':>7} {'RAM':>5} {'budget':>9}")
+    print(
+        "(/MAC: whole step; kern/MAC: instructions inside the DSP mat-vec kernels, all mat-vecs of the\n"
+        " step including the 4-column input projections, whose per-call overhead dominates them)"
+    )
+    print(
+        f"{'N':>4} {'rank':>5} {'w':>5} {'MACs':>7} {'DSP':>9} {'/MAC':>6} {'kern/MAC':>8} {'portable':>9} "
+        f"{'/MAC':>6} {'x':>5} {'flash':>7} {'RAM':>5} {'budget':>9}"
+    )
     for r in rows:
-        print(f"{r['N']:>4} {r['rank']:>5} {'int' + str(r['bits']):>5} {r['macs']:>7} {r['insns_dsp']:>9.0f} "
-              f"{r['per_mac_dsp']:>6.2f} {r['kernel_per_mac_dsp']:>8.3f} {r['insns_portable']:>9.0f} "
-              f"{r['per_mac_portable']:>6.2f} {r['speedup']:>5.2f} "
-              f"{r['flash']:>7} {r['ram']:>5} {r['budget_insns']:>9.0f}")
+        print(
+            f"{r['N']:>4} {r['rank']:>5} {'int' + str(r['bits']):>5} {r['macs']:>7} {r['insns_dsp']:>9.0f} "
+            f"{r['per_mac_dsp']:>6.2f} {r['kernel_per_mac_dsp']:>8.3f} {r['insns_portable']:>9.0f} "
+            f"{r['per_mac_portable']:>6.2f} {r['speedup']:>5.2f} "
+            f"{r['flash']:>7} {r['ram']:>5} {r['budget_insns']:>9.0f}"
+        )
     print("\ndot kernels alone (one call of stp_dot_s16_s16 / _s8, word-aligned rows):")
     for kind, table in dots.items():
         for r in table:
-            print(f"  {kind:<8} int{r['bits']:<3} n={r['n']:<4} {r['insns']:>5} insns, {r['per_mac']:.3f}/MAC "
-                  f"({r['per_mac_without_call']:.3f}/MAC without the call sequence)")
-    print("\nrecurrent mat-vec alone, int16 weights, DSP path (instructions inside the kernels per MAC,"
-          " call overhead included):")
+            print(
+                f"  {kind:<8} int{r['bits']:<3} n={r['n']:<4} {r['insns']:>5} insns, {r['per_mac']:.3f}/MAC "
+                f"({r['per_mac_without_call']:.3f}/MAC without the call sequence)"
+            )
+    print(
+        "\nrecurrent mat-vec alone, int16 weights, DSP path (instructions inside the kernels per MAC,"
+        " call overhead included):"
+    )
     for r in recurrent:
-        print(f"  N={r['N']:<4} dense U h: {r['dense_per_mac']:.3f}/MAC; "
-              f"low-rank A (B h), rank {r['rank']}: {r['lowrank_per_mac']:.3f}/MAC")
+        print(
+            f"  N={r['N']:<4} dense U h: {r['dense_per_mac']:.3f}/MAC; "
+            f"low-rank A (B h), rank {r['rank']}: {r['lowrank_per_mac']:.3f}/MAC"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "dots": dots, "recurrent": recurrent}, indent=2) + "\n")
     return 0

@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 
-from stapes.compress.svd import svd_factors
-from stapes.ir.float_graph import FloatGraph, MGUCell, Readout, RNNCell
 from stapes.frontend.onnx_export import export_onnx, make_session
+from stapes.ir.float_graph import FloatGraph, MGUCell, Readout, RNNCell
+from stapes.ir.lowrank import svd_factors
 
 INPUTS, OUTPUTS = 16, 8
 GOAL_FRAME, GOAL_SEQUENCE = 5.0, 1.0
@@ -44,7 +44,7 @@ def make_graph(kind: str, n: int, rank: int | None, seed: int) -> FloatGraph:
         return svd_factors(u, rank) if rank else f32(u)
 
     w = lambda: f32(rng.standard_normal((n, INPUTS)) / np.sqrt(INPUTS))  # noqa: E731
-    b = lambda: f32(0.1 * rng.standard_normal(n))                          # noqa: E731
+    b = lambda: f32(0.1 * rng.standard_normal(n))  # noqa: E731
     cell = RNNCell(w(), rec(), b()) if kind == "rnn" else MGUCell(w(), rec(), b(), w(), rec(), b())
     readout = Readout(f32(rng.standard_normal((OUTPUTS, n)) / np.sqrt(n)), f32(np.zeros(OUTPUTS)))
     return FloatGraph(cell, readout, None, {"source": "bench_vs_onnxruntime", "seed": seed})
@@ -64,7 +64,7 @@ def ort_runners(model, x: np.ndarray):
     sess = make_session(model, threads=1)
     n = sess.get_inputs()[1].shape[1]
     o = int(sess.get_outputs()[0].shape[-1])
-    frames = [np.ascontiguousarray(x[:, t:t + 1]) for t in range(x.shape[1])]
+    frames = [np.ascontiguousarray(x[:, t : t + 1]) for t in range(x.shape[1])]
     x_buf, h_buf, h_out = (np.zeros(shape, np.float32) for shape in ((1, 1, x.shape[2]), (1, n), (1, n)))
     y_out = np.zeros((1, 1, o) if len(sess.get_outputs()[0].shape) == 3 else (1, o), np.float32)
     io = sess.io_binding()
@@ -92,8 +92,8 @@ def ort_runners(model, x: np.ndarray):
 def stapes_runners(graph: FloatGraph, x: np.ndarray, prefix: str):
     """(one frame per call, whole sequence) closures calling the generated C through cffi."""
     from stapes.emit.model_c import emit
-    from stapes.host import build
     from stapes.fixed.quantize import quantize_graph, quantize_input
+    from stapes.host import build
 
     q = quantize_graph(graph, calib_x=x.astype(np.float64))
     mod = build(q, prefix)
@@ -103,7 +103,7 @@ def stapes_runners(graph: FloatGraph, x: np.ndarray, prefix: str):
     if found is None:
         raise RuntimeError(f"the generated {prefix}.h has no {prefix.upper()}_SCRATCH_SIZE macro")
     scratch_size = int(found.group(1))
-    xq = np.ascontiguousarray(quantize_input(q, x)[0])                  # (T, I) int16
+    xq = np.ascontiguousarray(quantize_input(q, x)[0])  # (T, I) int16
     steps, n, o = xq.shape[0], graph.hidden_size, q.output_size
     state = np.zeros(n, np.int16)
     states = np.zeros((steps, n), np.int16)
@@ -113,7 +113,7 @@ def stapes_runners(graph: FloatGraph, x: np.ndarray, prefix: str):
     xp, sp, yp, statesp, scp = (ptr("int16_t *", a) for a in (xq, state, y, states, scratch))
     step, run, reset = (getattr(lib, f"{prefix}_{fn}") for fn in ("step_rank", "run", "reset"))
     frame_ptrs = [xp + t * graph.input_size for t in range(steps)]
-    out = {"q": q, "keep": (xq, state, states, y, scratch)}   # the C pointers point into these arrays
+    out = {"q": q, "keep": (xq, state, states, y, scratch)}  # the C pointers point into these arrays
 
     def per_frame():
         reset(sp)
@@ -139,11 +139,11 @@ def bench_case(kind: str, n: int, rank: int | None, frames: int, repeats: int, s
     if rank:
         runners["ort_scan"] = ort_runners(export_onnx(graph, lowrank="factors"), x)
     runners["stapes"] = stapes_runners(graph, x, f"bench_{kind}_{n}_{rank or 'dense'}")
-    for per_frame, sequence, _ in runners.values():    # warm-up (and results for the checks below)
+    for per_frame, sequence, _ in runners.values():  # warm-up (and results for the checks below)
         per_frame()
         sequence()
     best: dict[str, float] = {}
-    for _ in range(repeats):      # interleaved, best of `repeats`: a busy machine slows all alike
+    for _ in range(repeats):  # interleaved, best of `repeats`: a busy machine slows all alike
         for name, (per_frame, sequence, _) in runners.items():
             for how, fn in (("frame", per_frame), ("sequence", sequence)):
                 key = f"{name}_{how}_fps"
@@ -164,16 +164,36 @@ def bench_case(kind: str, n: int, rank: int | None, frames: int, repeats: int, s
     return res
 
 
-COLUMNS = ["cell", "N", "variant", "ORT fps/frame", "stapes fps/frame", "ratio/frame",
-           "ORT fps/seq", "stapes fps/seq", "ratio/seq", "ORT Scan fps/frame", "ORT Scan fps/seq"]
+COLUMNS = [
+    "cell",
+    "N",
+    "variant",
+    "ORT fps/frame",
+    "stapes fps/frame",
+    "ratio/frame",
+    "ORT fps/seq",
+    "stapes fps/seq",
+    "ratio/seq",
+    "ORT Scan fps/frame",
+    "ORT Scan fps/seq",
+]
 WIDTHS = [4, 4, 7, 13, 16, 11, 11, 14, 9, 18, 16]
 
 
 def row_cells(r: dict) -> list[str]:
-    scan = ([f"{r['ort_scan_frame_fps']:.0f}", f"{r['ort_scan_sequence_fps']:.0f}"] if r["rank"] else ["-", "-"])
-    return [r["cell"], str(r["hidden"]), f"r={r['rank']}" if r["rank"] else "dense",
-            f"{r['ort_frame_fps']:.0f}", f"{r['stapes_frame_fps']:.0f}", f"{r['ratio_frame']:.1f}x",
-            f"{r['ort_sequence_fps']:.0f}", f"{r['stapes_sequence_fps']:.0f}", f"{r['ratio_sequence']:.1f}x", *scan]
+    scan = [f"{r['ort_scan_frame_fps']:.0f}", f"{r['ort_scan_sequence_fps']:.0f}"] if r["rank"] else ["-", "-"]
+    return [
+        r["cell"],
+        str(r["hidden"]),
+        f"r={r['rank']}" if r["rank"] else "dense",
+        f"{r['ort_frame_fps']:.0f}",
+        f"{r['stapes_frame_fps']:.0f}",
+        f"{r['ratio_frame']:.1f}x",
+        f"{r['ort_sequence_fps']:.0f}",
+        f"{r['stapes_sequence_fps']:.0f}",
+        f"{r['ratio_sequence']:.1f}x",
+        *scan,
+    ]
 
 
 def format_line(cells: list[str], markdown: bool) -> str:
@@ -189,23 +209,30 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cflags", default=None,
-                    help="optimisation flags for the C build instead of stapes.host's default (e.g. "
-                         "--cflags=\"-O3 -march=native\"; integer results are identical, only speed changes)")
+    ap.add_argument(
+        "--cflags",
+        default=None,
+        help="optimisation flags for the C build instead of stapes.host's default (e.g. "
+        '--cflags="-O3 -march=native"; integer results are identical, only speed changes)',
+    )
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--json", help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if args.frames < 1 or args.repeats < 1 or min(args.sizes) < 8:
         ap.error("--frames and --repeats must be >= 1 and --sizes >= 8")
     from stapes.host import harness
+
     if args.cflags is not None:
-        harness.OPT_FLAGS = args.cflags.split()       # part of the build cache key
+        harness.OPT_FLAGS = args.cflags.split()  # part of the build cache key
     cflags = " ".join(harness.OPT_FLAGS)
 
     import onnxruntime
-    print(f"# onnxruntime {onnxruntime.__version__} (CPU, 1 thread) vs stapes C via cffi ({harness.compiler()} "
-          f"{cflags}, int16 weights); {platform.machine()}, python {platform.python_version()}; "
-          f"{args.frames} frames, best of {args.repeats}")
+
+    print(
+        f"# onnxruntime {onnxruntime.__version__} (CPU, 1 thread) vs stapes C via cffi ({harness.compiler()} "
+        f"{cflags}, int16 weights); {platform.machine()}, python {platform.python_version()}; "
+        f"{args.frames} frames, best of {args.repeats}"
+    )
     print(f"# inputs {INPUTS}, outputs {OUTPUTS}; low-rank r = N/8; fps = frames per second; ratio = stapes / ORT")
     print(format_line(COLUMNS, args.markdown))
     print("|---" * len(COLUMNS) + "|" if args.markdown else "-" * (sum(WIDTHS) + len(WIDTHS) - 1))
@@ -217,15 +244,28 @@ def main(argv=None) -> int:
                 print(format_line(row_cells(rows[-1]), args.markdown), flush=True)
     worst_frame = min(r["ratio_frame"] for r in rows)
     worst_seq = min(r["ratio_sequence"] for r in rows)
-    print(f"# worst ratio per frame {worst_frame:.1f}x (goal >= {GOAL_FRAME:g}x: "
-          f"{'met' if worst_frame >= GOAL_FRAME else 'NOT met'}); whole sequence {worst_seq:.1f}x "
-          f"(goal >= {GOAL_SEQUENCE:g}x: {'met' if worst_seq >= GOAL_SEQUENCE else 'NOT met'})")
-    print(f"# max |final state - float64|: onnxruntime {max(r['ort_max_err'] for r in rows):.1e}, "
-          f"stapes fixed point {max(r['stapes_max_err'] for r in rows):.1e}")
+    print(
+        f"# worst ratio per frame {worst_frame:.1f}x (goal >= {GOAL_FRAME:g}x: "
+        f"{'met' if worst_frame >= GOAL_FRAME else 'NOT met'}); whole sequence {worst_seq:.1f}x "
+        f"(goal >= {GOAL_SEQUENCE:g}x: {'met' if worst_seq >= GOAL_SEQUENCE else 'NOT met'})"
+    )
+    print(
+        f"# max |final state - float64|: onnxruntime {max(r['ort_max_err'] for r in rows):.1e}, "
+        f"stapes fixed point {max(r['stapes_max_err'] for r in rows):.1e}"
+    )
     if args.json:
         from stapes.fsutil import write_json
-        write_json(args.json, {"rows": rows, "frames": args.frames, "repeats": args.repeats, "cflags": cflags,
-                               "onnxruntime": onnxruntime.__version__})
+
+        write_json(
+            args.json,
+            {
+                "rows": rows,
+                "frames": args.frames,
+                "repeats": args.repeats,
+                "cflags": cflags,
+                "onnxruntime": onnxruntime.__version__,
+            },
+        )
     return 0
 
 

@@ -15,20 +15,27 @@ import time
 
 import numpy as np
 
+from stapes.fixed.reference import run_reference
 from stapes.host import build, run_c, run_runtime
 from stapes.host.random_models import random_inputs, random_qgraph
-from stapes.fixed.reference import run_reference
 
 
 def draw_model(rng: np.random.Generator, seed: int):
     kind = str(rng.choice(["rnn", "mgu"]))
     hidden = int(rng.integers(1, 33))
     rank = int(rng.integers(1, hidden + 1)) if rng.random() < 0.6 else None
-    q = random_qgraph(seed, weights=str(rng.choice(["int8", "int16"])), kind=kind, hidden=hidden,
-                      inputs=int(rng.integers(1, 9)), outputs=int(rng.integers(1, 5)), rank=rank,
-                      scale=float(rng.choice([0.5, 1.0, 2.0, 8.0, 100.0])),
-                      readout_mode=str(rng.choice(["per_step", "final"])),
-                      readout_activation=str(rng.choice(["linear", "sigmoid"])))
+    q = random_qgraph(
+        seed,
+        weights=str(rng.choice(["int8", "int16"])),
+        kind=kind,
+        hidden=hidden,
+        inputs=int(rng.integers(1, 9)),
+        outputs=int(rng.integers(1, 5)),
+        rank=rank,
+        scale=float(rng.choice([0.5, 1.0, 2.0, 8.0, 100.0])),
+        readout_mode=str(rng.choice(["per_step", "final"])),
+        readout_activation=str(rng.choice(["linear", "sigmoid"])),
+    )
     run_rank = int(rng.integers(1, q.rank + 1)) if q.lowrank and rng.random() < 0.5 else None
     return q, run_rank
 
@@ -57,8 +64,10 @@ def main() -> int:
         values += y.size + states.size
         frames += batch * steps
         models += 1
-    print(f"soak: {models} models, {frames} frames, {values} values compared, "
-          f"mismatches: {mismatches} ({time.time() - t0:.0f} s)")
+    print(
+        f"soak: {models} models, {frames} frames, {values} values compared, "
+        f"mismatches: {mismatches} ({time.time() - t0:.0f} s)"
+    )
     return 1 if mismatches else 0
 
 

@@ -7,15 +7,16 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def cache_dir(*parts: str) -> Path:
     """stapes' cache folder (``$STAPES_CACHE``, default ``$XDG_CACHE_HOME/stapes`` or
     ``~/.cache/stapes``), joined with `parts`: the one place that knows where the cache lives."""
     root = os.environ.get("STAPES_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stapes")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stapes"
+    )
     return Path(root).joinpath(*parts)
 
 
@@ -84,13 +85,13 @@ def read_versioned_json(path: str | os.PathLike, fmt: str, version: int) -> dict
         found = meta.get("format") if isinstance(meta, dict) else None
         raise UserError(f"{path}: not a {name} (format {found!r})")
     if meta.get("version") != version:
-        raise UserError(f"{path}: {name} version {meta.get('version')} is not supported "
-                        f"(this stapes reads version {version})")
+        raise UserError(
+            f"{path}: {name} version {meta.get('version')} is not supported (this stapes reads version {version})"
+        )
     return meta
 
 
-def read_versioned(folder: str | os.PathLike, stem: str, fmt: str, version: int,
-                   missing: str) -> tuple[dict, dict]:
+def read_versioned(folder: str | os.PathLike, stem: str, fmt: str, version: int, missing: str) -> tuple[dict, dict]:
     """Read `<stem>.json` (checked by :func:`read_versioned_json`) and `<stem>.npz` from a folder.
 
     Returns (meta, arrays). Every problem is a UserError naming the file; `missing` is the message

@@ -27,13 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stapes.fixed.compare import assert_bit_exact, first_mismatch  # noqa: F401  (public via stapes.host)
-
 from stapes.emit.model_c import check_prefix, emit
 from stapes.errors import CheckFailed, UserError
+from stapes.fixed.compare import assert_bit_exact, first_mismatch  # noqa: F401  (public via stapes.host)
 from stapes.fixed.fixedpoint import LUT_SIZE
-from stapes.ir.qgraph import QGraph
 from stapes.fixed.reference import OP_KINDS, activation_tables, check_input
+from stapes.ir.qgraph import QGraph
 
 WARNING_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror"]
 
@@ -129,14 +128,15 @@ def _load_module(name: str, folder: Path):
     return None
 
 
-def _compile_module(name: str, cdef: str, source: str, extra_files: dict[str, str], flags: list[str],
-                    defines: list) -> object:
+def _compile_module(
+    name: str, cdef: str, source: str, extra_files: dict[str, str], flags: list[str], defines: list
+) -> object:
     """Compile (once per cache key) and load a cffi API-mode module."""
     folder = cache_dir() / name
     mod = _load_module(name, folder) if folder.is_dir() else None
     if mod is not None:
         return mod
-    if folder.is_dir():        # an incomplete entry (e.g. a killed build): rebuild it
+    if folder.is_dir():  # an incomplete entry (e.g. a killed build): rebuild it
         shutil.rmtree(folder, ignore_errors=True)
     import cffi
 
@@ -148,8 +148,14 @@ def _compile_module(name: str, cdef: str, source: str, extra_files: dict[str, st
         ffi = cffi.FFI()
         ffi.cdef(cdef)
         sources = [str(s) for s in runtime_sources()] + [str(work / f) for f in extra_files if f.endswith(".c")]
-        ffi.set_source(name, source, sources=sources, include_dirs=[str(runtime_include_dir()), str(work)],
-                       extra_compile_args=flags, define_macros=defines)
+        ffi.set_source(
+            name,
+            source,
+            sources=sources,
+            include_dirs=[str(runtime_include_dir()), str(work)],
+            extra_compile_args=flags,
+            define_macros=defines,
+        )
         env_cc = os.environ.get("CC")
         os.environ["CC"] = compiler()
         try:
@@ -163,7 +169,7 @@ def _compile_module(name: str, cdef: str, source: str, extra_files: dict[str, st
                 os.environ["CC"] = env_cc
         try:
             os.replace(work, folder)
-        except OSError:       # another process won the race: use its build
+        except OSError:  # another process won the race: use its build
             shutil.rmtree(work, ignore_errors=True)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -204,8 +210,9 @@ def build(qgraph: QGraph, prefix: str = "model", sanitize: bool = False, count_o
     files = emit(qgraph, prefix)
     flags = WARNING_FLAGS + OPT_FLAGS
     defines = [("STP_COUNT_OPS", "1")] if count_ops else []
-    name = f"_stapes_{prefix}_" + _digest([*_runtime_blob(), *files.items(), flags, defines, compiler(),
-                                         sys.version_info[:2]])
+    name = f"_stapes_{prefix}_" + _digest(
+        [*_runtime_blob(), *files.items(), flags, defines, compiler(), sys.version_info[:2]]
+    )
     cdef = f"""
 int {prefix}_run(const int16_t *x, int steps, int16_t *state, int16_t *y, int16_t *states, int16_t *scratch, int rank);
 int {prefix}_step_rank(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch, int rank);
@@ -249,8 +256,14 @@ def _check_rc(rc: int, rank) -> None:
         raise CheckFailed(f"C runtime returned status {rc}")
 
 
-def run_c(qgraph: QGraph, x_q: np.ndarray, per_frame: bool = False, rank: int | None = None,
-          prefix: str = "model", module=None):
+def run_c(
+    qgraph: QGraph,
+    x_q: np.ndarray,
+    per_frame: bool = False,
+    rank: int | None = None,
+    prefix: str = "model",
+    module=None,
+):
     """Run the generated C on x_q int16 (B, T, I) -> (outputs, states, ops).
 
     One C call for the whole batch, or with per_frame one `<prefix>_step_rank` call per frame
@@ -270,8 +283,9 @@ def run_c(qgraph: QGraph, x_q: np.ndarray, per_frame: bool = False, rank: int | 
     states = np.zeros((bsz, steps, n), dtype=np.int16)
     if not per_frame:
         y = np.zeros(_out_shape(qgraph, bsz, steps), dtype=np.int16)
-        rc = lib.stp_host_run_batch(_ptr(ffi, "int16_t *", x_q), bsz, steps, _ptr(ffi, "int16_t *", y),
-                                    _ptr(ffi, "int16_t *", states), rank_arg)
+        rc = lib.stp_host_run_batch(
+            _ptr(ffi, "int16_t *", x_q), bsz, steps, _ptr(ffi, "int16_t *", y), _ptr(ffi, "int16_t *", states), rank_arg
+        )
         _check_rc(rc, rank)
         return y, states, (_read_ops(lib) if counting else None)
     ys = np.zeros((bsz, steps, o), dtype=np.int16)
@@ -350,9 +364,16 @@ def run_runtime(qgraph: QGraph, x_q: np.ndarray, rank: int | None = None, count_
     scratch = ffi.new("int16_t[]", lib.stp_model_scratch_size(model.model))
     for b in range(bsz):
         state[:] = 0
-        rc = lib.stp_model_run(model.model, _ptr(ffi, "int16_t *", x_q[b]), steps, _ptr(ffi, "int16_t *", state),
-                               _ptr(ffi, "int16_t *", y[b]), _ptr(ffi, "int16_t *", states[b]), scratch,
-                               0 if rank is None else r)
+        rc = lib.stp_model_run(
+            model.model,
+            _ptr(ffi, "int16_t *", x_q[b]),
+            steps,
+            _ptr(ffi, "int16_t *", state),
+            _ptr(ffi, "int16_t *", y[b]),
+            _ptr(ffi, "int16_t *", states[b]),
+            scratch,
+            0 if rank is None else r,
+        )
         _check_rc(rc, rank)
     return y, states, (_read_ops(lib) if count_ops else None)
 
@@ -395,8 +416,9 @@ int main(int argc, char **argv)
 """
 
 
-def run_sanitized(qgraph: QGraph, x_q: np.ndarray, rank: int | None = None, prefix: str = "model",
-                  cc: str | None = None):
+def run_sanitized(
+    qgraph: QGraph, x_q: np.ndarray, rank: int | None = None, prefix: str = "model", cc: str | None = None
+):
     """Build the generated C + runtime + a file driver with ASan/UBSan (-fno-sanitize-recover)
     and run it: (outputs, states). Any sanitizer report fails with CheckFailed."""
     x_q = np.ascontiguousarray(check_input(qgraph, x_q))
@@ -408,8 +430,20 @@ def run_sanitized(qgraph: QGraph, x_q: np.ndarray, rank: int | None = None, pref
         for fname, text in files.items():
             (tmp / fname).write_text(text)
         exe = tmp / "model_asan"
-        cmd = [cc or compiler(), *WARNING_FLAGS, "-O1", *ARCH_FLAGS, *SANITIZE_FLAGS, f"-I{runtime_include_dir()}",
-               f"-I{tmp}", *map(str, runtime_sources()), str(tmp / f"{prefix}.c"), str(tmp / "driver.c"), "-o", str(exe)]
+        cmd = [
+            cc or compiler(),
+            *WARNING_FLAGS,
+            "-O1",
+            *ARCH_FLAGS,
+            *SANITIZE_FLAGS,
+            f"-I{runtime_include_dir()}",
+            f"-I{tmp}",
+            *map(str, runtime_sources()),
+            str(tmp / f"{prefix}.c"),
+            str(tmp / "driver.c"),
+            "-o",
+            str(exe),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise CheckFailed(f"sanitizer build failed: {proc.stderr.strip()[:2000]}")
@@ -422,14 +456,20 @@ def _run_sanitized_exe(argv: list, tmp: Path, qgraph: QGraph, x_q: np.ndarray, r
     bsz, steps, _ = x_q.shape
     (tmp / "in.bin").write_bytes(x_q.tobytes())
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
-    proc = subprocess.run([*argv, str(tmp / "in.bin"), str(tmp / "out.bin"), str(bsz), str(steps),
-                           str(0 if rank is None else r)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [*argv, str(tmp / "in.bin"), str(tmp / "out.bin"), str(bsz), str(steps), str(0 if rank is None else r)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode != 0 or "runtime error" in proc.stderr or "Sanitizer" in proc.stderr:
         raise CheckFailed(f"sanitizer run failed (exit {proc.returncode}): {proc.stderr.strip()[:2000]}")
     raw = np.frombuffer((tmp / "out.bin").read_bytes(), dtype=np.int16)
     ysize = int(np.prod(_out_shape(qgraph, bsz, steps)))
-    return (raw[:ysize].reshape(_out_shape(qgraph, bsz, steps)).copy(),
-            raw[ysize:].reshape(bsz, steps, qgraph.hidden_size).copy())
+    return (
+        raw[:ysize].reshape(_out_shape(qgraph, bsz, steps)).copy(),
+        raw[ysize:].reshape(bsz, steps, qgraph.hidden_size).copy(),
+    )
 
 
 # ---- the helpers of stp_fixed.h, vectorised, for the twin tests ----------------------------------
@@ -489,8 +529,15 @@ class Helpers:
             self.vector_skip_reason = None
 
     def _buf(self, a: np.ndarray, ctype: str | None = None):
-        ctype = ctype or {np.dtype(np.int16): "int16_t[]", np.dtype(np.int64): "int64_t[]",
-                          np.dtype(np.intc): "int[]", np.dtype(np.int8): "int8_t[]"}[a.dtype]
+        ctype = (
+            ctype
+            or {
+                np.dtype(np.int16): "int16_t[]",
+                np.dtype(np.int64): "int64_t[]",
+                np.dtype(np.intc): "int[]",
+                np.dtype(np.int8): "int8_t[]",
+            }[a.dtype]
+        )
         return self.mod.ffi.from_buffer(ctype, a)
 
     def _call(self, fn, out_dtype, *arrays):
@@ -702,9 +749,22 @@ def sanitized_runtime_exe(cc: str | None = None) -> Path:
     work = Path(tempfile.mkdtemp(prefix=".asan-", dir=cache_dir()))
     try:
         (work / "driver.c").write_text(_RUNTIME_DRIVER)
-        proc = subprocess.run([cc, *WARNING_FLAGS, "-O1", *ARCH_FLAGS, *SANITIZE_FLAGS, f"-I{runtime_include_dir()}",
-                               *map(str, runtime_sources()), str(work / "driver.c"), "-o",
-                               str(work / "stp_runtime_asan")], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                cc,
+                *WARNING_FLAGS,
+                "-O1",
+                *ARCH_FLAGS,
+                *SANITIZE_FLAGS,
+                f"-I{runtime_include_dir()}",
+                *map(str, runtime_sources()),
+                str(work / "driver.c"),
+                "-o",
+                str(work / "stp_runtime_asan"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise CheckFailed(f"sanitizer build failed: {proc.stderr.strip()[:2000]}")
         try:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from stapes.fixed.quantize import quantize_graph
 from stapes.ir.float_graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell
 from stapes.ir.qgraph import QGraph
-from stapes.fixed.quantize import quantize_graph
 
 
 def _matrix(rng: np.random.Generator, n: int, rank: int | None, scale: float):
@@ -23,9 +23,17 @@ def _matrix(rng: np.random.Generator, n: int, rank: int | None, scale: float):
     return LowRank(p[:, :rank] * root, root[:, None] * qt[:rank], s[:rank])
 
 
-def random_graph(seed: int, kind: str = "rnn", hidden: int = 8, inputs: int = 2, outputs: int = 2,
-                 rank: int | None = None, scale: float = 1.0, readout_mode: str = "per_step",
-                 readout_activation: str = "linear") -> FloatGraph:
+def random_graph(
+    seed: int,
+    kind: str = "rnn",
+    hidden: int = 8,
+    inputs: int = 2,
+    outputs: int = 2,
+    rank: int | None = None,
+    scale: float = 1.0,
+    readout_mode: str = "per_step",
+    readout_activation: str = "linear",
+) -> FloatGraph:
     """A FloatGraph with N(0, scale^2 / fan-in) weights (scale >> 1: saturating, extreme)."""
     rng = np.random.default_rng(seed)
 
@@ -38,8 +46,14 @@ def random_graph(seed: int, kind: str = "rnn", hidden: int = 8, inputs: int = 2,
     if kind == "rnn":
         cell = RNNCell(w(hidden, inputs), _matrix(rng, hidden, rank, scale), b(hidden))
     else:
-        cell = MGUCell(w(hidden, inputs), _matrix(rng, hidden, rank, scale), b(hidden),
-                       w(hidden, inputs), _matrix(rng, hidden, rank, scale), b(hidden))
+        cell = MGUCell(
+            w(hidden, inputs),
+            _matrix(rng, hidden, rank, scale),
+            b(hidden),
+            w(hidden, inputs),
+            _matrix(rng, hidden, rank, scale),
+            b(hidden),
+        )
     readout = Readout(w(outputs, hidden), b(outputs), readout_mode, readout_activation)
     return FloatGraph(cell, readout, None, {"random_seed": seed})
 

@@ -11,16 +11,29 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_import_contracts_are_kept():
     exe = shutil.which("lint-imports")
     assert exe, "lint-imports is missing: install the test extra (pip install -e '.[test]')"
-    run = subprocess.run([exe, "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [exe, "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "kept, 0 broken" in run.stdout, run.stdout[-2000:]
 
 
 # The host harness (`stapes.host`, python/) lives outside compiler/, where import-linter cannot see
 # it: it sits above emit and below studies, and never imports torch or onnx.
-HOST_MAY_IMPORT = {"stapes.errors", "stapes.fsutil", "stapes.ir", "stapes.fixed", "stapes.emit", "stapes.host",
-                   "stapes.runtime_c", "stapes.boards"}
+HOST_MAY_IMPORT = {
+    "stapes.errors",
+    "stapes.fsutil",
+    "stapes.ir",
+    "stapes.fixed",
+    "stapes.emit",
+    "stapes.host",
+    "stapes.runtime_c",
+    "stapes.boards",
+}
 FORBIDDEN_EVERYWHERE_BELOW_FRONTEND = {"torch", "onnx", "onnxruntime"}
 
 
@@ -52,3 +65,11 @@ def test_the_host_check_sees_a_violation(tmp_path, monkeypatch):
     probe = tmp_path / "probe.py"
     probe.write_text("import torch\ndef f():\n    from stapes.studies import demo\n")
     assert [name for _, name in _imports(probe)] == ["torch", "stapes.studies"]
+
+
+def test_ruff_lint_and_format_are_clean():
+    exe = shutil.which("ruff")
+    assert exe, "ruff is missing: install the test extra (pip install -e '.[test]')"
+    for args in (["check", "."], ["format", "--check", "."]):
+        run = subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, f"ruff {' '.join(args)}:\n{run.stdout[-4000:]}{run.stderr[-2000:]}"

@@ -64,11 +64,14 @@ def test_ideal_gains_are_one_without_noise_and_oracle_improves_snr():
 
 def test_vad_labels_close_short_gaps_only():
     x = np.zeros(16000, np.float32)
-    x[1600:4800] = 0.3          # speech, 0.2 s
-    x[5200:8000] = 0.3          # after a 25 ms pause: closed
-    x[12000:14000] = 0.3        # after a 250 ms pause: kept open
+    x[1600:4800] = 0.3  # speech, 0.2 s
+    x[5200:8000] = 0.3  # after a 25 ms pause: closed
+    x[12000:14000] = 0.3  # after a 250 ms pause: kept open
     labels = vad_labels(dsp.to_int16(x))
-    centre = lambda sample: (sample - 200) // 160  # frame whose window is centred near `sample`
+
+    def centre(sample):  # the frame whose window is centred near `sample`
+        return (sample - 200) // 160
+
     assert labels[centre(3000)] == 1 and labels[centre(5000)] == 1 and labels[centre(6000)] == 1
     assert labels[centre(10000)] == 0 and labels[centre(13000)] == 1
     assert labels[0] == 0 and labels[-1] == 0
@@ -87,11 +90,20 @@ def test_dsp_helpers():
 
 def _wav(samples: np.ndarray, rate: int, bits: int, declared: int | None = None) -> bytes:
     data = samples.tobytes()
-    fmt = (b"fmt " + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
-           + rate.to_bytes(4, "little") + (rate * bits // 8).to_bytes(4, "little")
-           + (bits // 8).to_bytes(2, "little") + bits.to_bytes(2, "little"))
+    fmt = (
+        b"fmt "
+        + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")
+        + (1).to_bytes(2, "little")
+        + rate.to_bytes(4, "little")
+        + (rate * bits // 8).to_bytes(4, "little")
+        + (bits // 8).to_bytes(2, "little")
+        + bits.to_bytes(2, "little")
+    )
     size = len(data) if declared is None else declared
-    return b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVE" + fmt + b"data" + size.to_bytes(4, "little") + data
+    return (
+        b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVE" + fmt + b"data" + size.to_bytes(4, "little") + data
+    )
 
 
 def test_parse_wav_16_and_8_bit_and_placeholder_length():

@@ -9,16 +9,18 @@ import json
 import numpy as np
 import pytest
 
+from stapes.errors import UserError
+from stapes.tasks import Batch, make_task, task_from_config
 from stapes.tasks.audio import espeak_library, generate
 from stapes.tasks.audio.engine import engine_route
 from stapes.tasks.audio.tasks import CI_SIZES
-from stapes.errors import UserError
-from stapes.tasks import Batch, make_task, task_from_config
 
-needs_espeak = pytest.mark.skipif(engine_route() is None,
-                                  reason="no speech engine: apt-get install espeak-ng (CI installs it)")
-needs_library = pytest.mark.skipif(not espeak_library.available(),
-                                   reason="the pip-only engine is not installed (pip install espeakng-loader)")
+needs_espeak = pytest.mark.skipif(
+    engine_route() is None, reason="no speech engine: apt-get install espeak-ng (CI installs it)"
+)
+needs_library = pytest.mark.skipif(
+    not espeak_library.available(), reason="the pip-only engine is not installed (pip install espeakng-loader)"
+)
 pytestmark = pytest.mark.audio
 
 
@@ -91,8 +93,17 @@ def test_generation_is_deterministic_and_independent_of_workers(tmp_path, monkey
         assert a[key].tobytes() == b[key].tobytes(), key
     assert a["audio"].dtype == np.int16 and a["label"].tolist() == list(range(12))
     # another seed gives other audio; the cache returns the same bytes it stored
-    assert generate.load_streams(generate.StreamSpec(seed=4, seconds=1.0, bank_seconds=3.0), "test", 8,
-                                 workers=2, use_cache=False, progress=False)["clean"].tobytes() != one["clean"].tobytes()
+    assert (
+        generate.load_streams(
+            generate.StreamSpec(seed=4, seconds=1.0, bank_seconds=3.0),
+            "test",
+            8,
+            workers=2,
+            use_cache=False,
+            progress=False,
+        )["clean"].tobytes()
+        != one["clean"].tobytes()
+    )
     stored = generate.load_streams(spec, "test", 8, workers=2, progress=False)
     again = generate.load_streams(spec, "test", 8, workers=2, progress=False)
     assert stored["clean"].tobytes() == one["clean"].tobytes() == again["clean"].tobytes()
@@ -101,13 +112,21 @@ def test_generation_is_deterministic_and_independent_of_workers(tmp_path, monkey
 
 @needs_espeak
 def test_protocol_shapes_and_config_round_trip(tasks):
-    expected = {"vad": ((40,), 1, "per_step", "sigmoid", "bce", "accuracy"),
-                "denoise": ((20,), 20, "per_step", "sigmoid", "mse", "snr_improvement_db"),
-                "kws": ((40,), 12, "final", "linear", "ce", "accuracy")}
+    expected = {
+        "vad": ((40,), 1, "per_step", "sigmoid", "bce", "accuracy"),
+        "denoise": ((20,), 20, "per_step", "sigmoid", "mse", "snr_improvement_db"),
+        "kws": ((40,), 12, "final", "linear", "ce", "accuracy"),
+    }
     for name, task in tasks.items():
         (inputs,), outputs, mode, act, loss, primary = expected[name]
-        assert (task.input_size, task.output_size, task.readout_mode, task.readout_activation,
-                task.loss_kind, task.primary_metric) == (inputs, outputs, mode, act, loss, primary)
+        assert (
+            task.input_size,
+            task.output_size,
+            task.readout_mode,
+            task.readout_activation,
+            task.loss_kind,
+            task.primary_metric,
+        ) == (inputs, outputs, mode, act, loss, primary)
         config = json.loads(json.dumps(task.config()))
         rebuilt = task_from_config(config)
         assert rebuilt.config() == task.config()

@@ -7,22 +7,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_board import random_qgraph
 
-from stapes.target import board as B
-from stapes.target import budget as BU
 from stapes.cli import main as cli_main
 from stapes.emit.model_c import summary
 from stapes.errors import UserError
 from stapes.fixed.reference import frame_ops
-from tests.test_board import random_qgraph
+from stapes.target import budget as BU
+from stapes.target import profile, run, toolchain
 
-NO_TOOLCHAIN = B.toolchain_missing()
+NO_TOOLCHAIN = toolchain.toolchain_missing()
 
-SHAPES = [("rnn", 3, 16, 2, None, 16, "per_step", "linear"),
-          ("rnn", 5, 17, 3, 4, 8, "per_step", "sigmoid"),
-          ("mgu", 1, 19, 2, None, 16, "final", "sigmoid"),
-          ("mgu", 6, 40, 3, 5, 8, "per_step", "linear"),
-          ("mgu", 4, 64, 2, 16, 16, "per_step", "linear")]
+SHAPES = [
+    ("rnn", 3, 16, 2, None, 16, "per_step", "linear"),
+    ("rnn", 5, 17, 3, 4, 8, "per_step", "sigmoid"),
+    ("mgu", 1, 19, 2, None, 16, "final", "sigmoid"),
+    ("mgu", 6, 40, 3, 5, 8, "per_step", "linear"),
+    ("mgu", 4, 64, 2, 16, 16, "per_step", "linear"),
+]
 
 
 @pytest.mark.parametrize("case", SHAPES, ids=lambda c: f"{c[0]}-N{c[2]}-r{c[4]}-int{c[5]}")
@@ -39,13 +41,13 @@ def test_counts_and_bytes_equal_reference_and_emitter(case):
     assert wb["tables"] == em["table_bytes"]
     ram = BU.ram_bytes(shape)
     assert ram["state"] >= em["state_bytes"] and ram["scratch"] >= em["scratch_bytes"]
-    assert ram["scratch"] - em["scratch_bytes"] < 4        # only word-alignment padding
+    assert ram["scratch"] - em["scratch_bytes"] < 4  # only word-alignment padding
 
 
 def test_budget_fields_and_estimate_boards():
     shape = BU.ModelShape("mgu", 4, 64, 2, {"u_f": 8, "u_h": 8}, 8)
-    for name in B.board_names():
-        board = B.load_board(name)
+    for name in profile.board_names():
+        board = profile.load_board(name)
         b = BU.budget(shape, board, frame_ms=8)
         assert b.flash["total"] > b.flash["weights"] > 0 and b.ram["total"] > 0 and b.cycles > 0
         assert 0 < b.core_share == pytest.approx(b.cycles / (board.clock_hz * 0.008))
@@ -54,12 +56,12 @@ def test_budget_fields_and_estimate_boards():
         text = BU.format_budget(b)
         assert "MACs/frame" in text and "% of the core" in text
     # halving the frame period doubles the share of the core
-    m4 = B.load_board("mps2-an386")
+    m4 = profile.load_board("mps2-an386")
     assert BU.budget(shape, m4, 4).core_share == pytest.approx(2 * BU.budget(shape, m4, 8).core_share)
 
 
 def test_low_rank_is_cheaper_than_dense():
-    m4 = B.load_board("mps2-an386")
+    m4 = profile.load_board("mps2-an386")
     dense = BU.budget(BU.ModelShape("mgu", 4, 128, 2, {"u_f": None, "u_h": None}, 16), m4, 8)
     low = BU.budget(BU.ModelShape("mgu", 4, 128, 2, {"u_f": 16, "u_h": 16}, 16), m4, 8)
     assert low.counts["macs"] < dense.counts["macs"] and low.flash["total"] < dense.flash["total"]
@@ -67,7 +69,7 @@ def test_low_rank_is_cheaper_than_dense():
 
 
 def test_user_errors():
-    m4 = B.load_board("mps2-an386")
+    m4 = profile.load_board("mps2-an386")
     shape = BU.ModelShape("rnn", 2, 8, 1, {"u": None})
     with pytest.raises(UserError):
         BU.budget(shape, m4, frame_ms=0)
@@ -104,11 +106,11 @@ CHECK_SHAPES = [  # sizes not in the calibration set
 def test_budget_matches_size_and_qemu(board_name, tmp_path):
     """Predicted flash/RAM within 5 % of arm-none-eabi-size, stack at least the measured peak,
     instructions within 10 % of qemu."""
-    board = B.load_board(board_name)
+    board = profile.load_board(board_name)
     for k, case in enumerate(CHECK_SHAPES):
         cell, i, n, o, rank, bits, mode, act = case
         q = random_qgraph(cell, i, n, o, rank, bits, seed=k, mode=mode, act=act)
-        res = B.run_qgraph(q, board, Path(tmp_path) / str(k), frames=4, seed=k)
+        res = run.run_qgraph(q, board, Path(tmp_path) / str(k), frames=4, seed=k)
         assert res.same_as_reference, res.first_mismatch
         est = BU.budget(BU.shape_of_qgraph(q), board, 8)
         flash, ram = res.sizes["flash_model"], res.sizes["ram"]

@@ -14,8 +14,14 @@ REPO = Path(__file__).resolve().parents[1]
 def stapes_subprocess(*args, cwd=None, timeout=300):
     """The real command line in a fresh interpreter (slow: imports torch; used sparingly)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "stapes", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "stapes", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture
@@ -43,17 +49,20 @@ def assert_user_error(result, *fragments):
         assert fragment in lines[0]
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--task", "nope"], "unknown task 'nope'"),
-    (["--hidden", "0"], "hidden"),
-    (["--delay", "-3"], "delay"),
-    (["--lr", "0"], "learning rate"),
-    (["--steps", "0"], "steps"),
-    (["--task", "frequency", "--delay", "5"], "bad parameters for task frequency"),
-    (["--param", "noequals"], "KEY=VALUE"),
-    (["--rank", "999"], "rank"),
-    (["--cell", "lstm"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--task", "nope"], "unknown task 'nope'"),
+        (["--hidden", "0"], "hidden"),
+        (["--delay", "-3"], "delay"),
+        (["--lr", "0"], "learning rate"),
+        (["--steps", "0"], "steps"),
+        (["--task", "frequency", "--delay", "5"], "bad parameters for task frequency"),
+        (["--param", "noequals"], "KEY=VALUE"),
+        (["--rank", "999"], "rank"),
+        (["--cell", "lstm"], "invalid choice"),
+    ],
+)
 def test_train_user_errors(stapes, tmp_path, args, fragment):
     result = stapes("train", *args, "--out", tmp_path / "out")
     assert_user_error(result, fragment)
@@ -73,8 +82,28 @@ def test_train_refuses_to_clobber(stapes, tmp_path):
 
 def test_train_writes_a_model_folder(tmp_path):
     out = tmp_path / "runs" / "x"
-    result = stapes_subprocess("train", "--task", "memorization", "--cell", "rnn", "--hidden", "8", "--delay", "2",
-                    "--length", "2", "--steps", "20", "--eval-every", "10", "--seed", "1", "--quiet", "--out", out)
+    result = stapes_subprocess(
+        "train",
+        "--task",
+        "memorization",
+        "--cell",
+        "rnn",
+        "--hidden",
+        "8",
+        "--delay",
+        "2",
+        "--length",
+        "2",
+        "--steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--seed",
+        "1",
+        "--quiet",
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout
     assert {p.name for p in out.iterdir()} == {"config.json", "graph.json", "graph.npz", "metrics.json", "model.pt"}
@@ -95,8 +124,8 @@ def test_demo_stage_protocol(tmp_path, monkeypatch, capsys):
     """Stages run in order, share artifacts, write under the demo folder, report at the end."""
     import argparse
 
-    from stapes.studies import demo
     from stapes.fsutil import atomic_dir
+    from stapes.studies import demo
 
     calls = []
 
@@ -134,15 +163,14 @@ def test_demo_train_and_report_stages(tmp_path, capsys):
     """The real train + report stages (the other stages have their owners' tests)."""
     import argparse
 
-    from stapes.studies import demo
     from stapes.fsutil import atomic_dir
     from stapes.ir.float_graph import FloatGraph
+    from stapes.studies import demo
 
     out = tmp_path / "demo"
     args = argparse.Namespace(task="memorization", cell="mgu", hidden=None, seed=0, quiet=True, out=str(out))
     with atomic_dir(out) as work:
-        demo.run_stages(demo.DemoContext(args=args, out=out, work=work),
-                        [demo.stage_train, demo.stage_report])
+        demo.run_stages(demo.DemoContext(args=args, out=out, work=work), [demo.stage_train, demo.stage_report])
     report = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train"]["test"]["recall_accuracy"] >= 0.99

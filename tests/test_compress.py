@@ -8,10 +8,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stapes.cli import main
-from stapes.compress.svd import (RankPolicy, choose_rank, compress_graph, recurrent_cost, svd_factors,
-                             truncation_errors, with_rank)
+from stapes.compress import perturbation
+from stapes.compress.degradation import compress_with_policy
+from stapes.compress.svd import (
+    RankPolicy,
+    choose_rank,
+    compress_graph,
+    recurrent_cost,
+    truncation_errors,
+    with_rank,
+)
 from stapes.errors import UserError
 from stapes.ir.float_graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell, dense
+from stapes.ir.lowrank import svd_factors
 
 
 def random_graph(kind: str, n: int = 12, i: int = 3, o: int = 2, seed: int = 0, task=None) -> FloatGraph:
@@ -19,13 +28,19 @@ def random_graph(kind: str, n: int = 12, i: int = 3, o: int = 2, seed: int = 0, 
     if kind == "rnn":
         cell = RNNCell(rng.normal(size=(n, i)), rng.normal(size=(n, n)) * 1.2 / np.sqrt(n), 0.1 * rng.normal(size=n))
     else:
-        cell = MGUCell(rng.normal(size=(n, i)), rng.normal(size=(n, n)) / np.sqrt(n), 0.1 * rng.normal(size=n),
-                       rng.normal(size=(n, i)), rng.normal(size=(n, n)) * 1.2 / np.sqrt(n), 0.1 * rng.normal(size=n))
+        cell = MGUCell(
+            rng.normal(size=(n, i)),
+            rng.normal(size=(n, n)) / np.sqrt(n),
+            0.1 * rng.normal(size=n),
+            rng.normal(size=(n, i)),
+            rng.normal(size=(n, n)) * 1.2 / np.sqrt(n),
+            0.1 * rng.normal(size=n),
+        )
     return FloatGraph(cell, Readout(rng.normal(size=(o, n)), 0.1 * rng.normal(size=o)), task)
 
 
 @settings(max_examples=25)
-@given(n=st.integers(2, 24), m=st.integers(2, 24), seed=st.integers(0, 2 ** 16), balanced=st.booleans())
+@given(n=st.integers(2, 24), m=st.integers(2, 24), seed=st.integers(0, 2**16), balanced=st.booleans())
 def test_full_rank_reproduces_w_and_errors_match_eckart_young(n, m, seed, balanced):
     w = np.random.default_rng(seed).normal(size=(n, m))
     s = np.linalg.svd(w, compute_uv=False)
@@ -52,13 +67,13 @@ def test_rank_policies_on_a_known_spectrum():
     s = np.array([4.0, 2.0, 1.0, 0.5, 0.0])  # energies 16, 4, 1, 0.25, 0 (total 21.25)
     assert choose_rank(s, RankPolicy("rank", 3)) == 3
     assert choose_rank(s, RankPolicy("energy", 16 / 21.25)) == 1
-    assert choose_rank(s, RankPolicy("energy", 0.94)) == 2      # rank 2 keeps 20/21.25 = 0.941
-    assert choose_rank(s, RankPolicy("energy", 0.95)) == 3      # rank 3 keeps 21/21.25 = 0.988
-    assert choose_rank(s, RankPolicy("energy", 1.0)) == 4       # the zero singular value is free
-    assert choose_rank(s, RankPolicy("spectral", 0.25)) == 2    # σ3/σ1 = 0.25
+    assert choose_rank(s, RankPolicy("energy", 0.94)) == 2  # rank 2 keeps 20/21.25 = 0.941
+    assert choose_rank(s, RankPolicy("energy", 0.95)) == 3  # rank 3 keeps 21/21.25 = 0.988
+    assert choose_rank(s, RankPolicy("energy", 1.0)) == 4  # the zero singular value is free
+    assert choose_rank(s, RankPolicy("spectral", 0.25)) == 2  # σ3/σ1 = 0.25
     assert choose_rank(s, RankPolicy("spectral", 0.2)) == 3
     assert choose_rank(s, RankPolicy("spectral", 0.0)) == 4
-    frob = np.sqrt(1.25 / 21.25)                                # tail after rank 2
+    frob = np.sqrt(1.25 / 21.25)  # tail after rank 2
     assert choose_rank(s, RankPolicy("frobenius", frob + 1e-12)) == 2
     assert choose_rank(s, RankPolicy("frobenius", frob - 1e-6)) == 3
     errs = truncation_errors(s, 2)
@@ -71,8 +86,9 @@ def test_rank_above_n_is_a_user_error(bad):
         choose_rank(np.ones(5), bad)
 
 
-@pytest.mark.parametrize("kind,value", [("rank", 0), ("rank", 2.5), ("energy", 0.0), ("energy", 1.5),
-                                        ("spectral", -1), ("nope", 1)])
+@pytest.mark.parametrize(
+    "kind,value", [("rank", 0), ("rank", 2.5), ("energy", 0.0), ("energy", 1.5), ("spectral", -1), ("nope", 1)]
+)
 def test_invalid_policies(kind, value):
     with pytest.raises(UserError):
         RankPolicy(kind, value)
@@ -128,14 +144,14 @@ def test_joint_mgu_shares_b_saves_parameters_not_macs():
 def test_degradation_policy_picks_a_rank_whose_predicted_drop_is_small():
     task = {"name": "memorization", "length": 3, "symbols": 2, "delay": 2, "hold": 1}
     g = random_graph("mgu", n=8, i=4, task=task)
-    assert compress_graph(g, RankPolicy("degradation", 1.0)).cell.u_f.rank == 1
-    c = compress_graph(g, RankPolicy("degradation", 0.0))
+    assert compress_with_policy(g, RankPolicy("degradation", 1.0)).cell.u_f.rank == 1
+    c = compress_with_policy(g, RankPolicy("degradation", 0.0))
     r = c.cell.u_f.rank
     assert c.cell.u_h.rank == r
+    with pytest.raises(UserError, match="degradation"):
+        compress_graph(g, RankPolicy("degradation", 0.0))  # the SVD stage alone knows no task
 
     # The policy's promise: the predicted drop at r is within the bound, and one rank less is not.
-    from stapes.compress import perturbation
-    from stapes.compress.svd import with_rank
     task, batch = perturbation.task_and_batch(g)
     base = perturbation.metric_of(task, g, batch)
     mats = {k: dense(m) for k, m in g.cell.recurrent().items()}
@@ -147,6 +163,31 @@ def test_degradation_policy_picks_a_rank_whose_predicted_drop_is_small():
     assert predicted_drop(r) <= 0.0
     if r > 1:
         assert predicted_drop(r - 1) > 0.0
+
+
+def test_compress_modules_import_one_way():
+    """svd knows neither the perturbation model nor the degradation policy; degradation sits above both."""
+    import ast
+    from pathlib import Path
+
+    import stapes.compress
+
+    folder = Path(stapes.compress.__file__).parent
+
+    def imports(name):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        found = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        found |= {
+            f"{n.module}.{a.name}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.module
+            for a in n.names
+        }
+        return {m.split(".")[2] for m in found if m.startswith("stapes.compress.")}
+
+    assert imports("svd") == set()
+    assert imports("perturbation") == {"svd"}
+    assert imports("degradation") == {"perturbation", "svd"}
 
 
 def _cli(*argv) -> int:
@@ -168,7 +209,7 @@ def test_cli_writes_a_model_folder_and_report(tmp_path, capsys):
 
 @pytest.mark.parametrize("args", [["--rank", 0], ["--rank", 99], ["--energy", 2.0], ["--rank", 2, "--finetune", 5]])
 def test_cli_user_errors_exit_2(tmp_path, args, capsys):
-    random_graph("rnn").save(tmp_path)   # no task: fine-tuning is a user error too
+    random_graph("rnn").save(tmp_path)  # no task: fine-tuning is a user error too
     assert _cli(tmp_path, *args, "--out", tmp_path / "c") == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()

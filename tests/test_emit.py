@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 
 from stapes.emit.model_c import emit, summary
+from stapes.emit.model_desc import CELL, READOUT_MODE, STRUCTS, CArray, Struct, describe, leaves
 from stapes.errors import UserError
-from stapes.host.random_models import random_qgraph
 from stapes.fixed.reference import frame_ops
+from stapes.host import runtime_include_dir
+from stapes.host.random_models import random_qgraph
+from stapes.ir.contract import scratch_elements
 
 GOLDEN = Path(__file__).parent / "golden"
 _spec = importlib.util.spec_from_file_location("golden_regenerate", GOLDEN / "regenerate.py")
@@ -62,3 +65,57 @@ def test_bad_prefix_is_a_user_error():
     for bad in ("Model", "stp_x", "1abc", "a-b"):
         with pytest.raises(UserError):
             emit(q, bad)
+
+
+def _c_structs(header: str) -> dict[str, tuple]:
+    """typedef struct { <type> <name>; ... } <ctype>; of a C header, comments removed."""
+    text = re.sub(r"/\*.*?\*/", "", header, flags=re.S)
+    out = {}
+    for body, ctype in re.findall(r"typedef struct \{(.*?)\}\s*(\w+);", text, flags=re.S):
+        fields = [re.match(r"(.*?)\s*(\w+)$", decl.strip()).groups() for decl in body.split(";") if decl.strip()]
+        out[ctype] = tuple((name, " ".join(t.replace("*", " *").split())) for t, name in fields)
+    return out
+
+
+def test_model_description_mirrors_stp_model_h():
+    header = (runtime_include_dir() / "stp_model.h").read_text()
+    declared = _c_structs(header)
+    for ctype, fields in STRUCTS.items():
+        assert declared[ctype] == fields, ctype
+    defines = dict(re.findall(r"^#define (STP_\w+) (\d+)$", header, flags=re.M))
+    for enum in [*CELL.values(), *READOUT_MODE.values()]:
+        assert int(defines[enum.name]) == enum.value
+
+
+@pytest.mark.parametrize("kind,rank", [("rnn", None), ("mgu", 2)])
+def test_model_description_fields(kind, rank):
+    q = random_qgraph(4, kind=kind, hidden=5, rank=rank, weights="int8")
+    desc = describe(q)
+    fields = {".".join(path): value for path, _, value in leaves(desc.model)}
+    assert fields["hidden_size"] == 5 and fields["cell"] == CELL[kind]
+    assert fields["rank_max"] == (rank or 0) == q.rank
+    assert (fields["gate_f.w.w8"] is None) == (kind == "rnn")  # an RNN leaves gate_f zero
+    assert (fields["gate_h.u.w8"] is None) == (rank is not None)  # low rank: no u, but b, a, z_shift
+    assert (fields["gate_h.z_shift"] is None) == (rank is None)
+    assert fields["gate_h.w.w16"] is None and fields["gate_h.w.w8"].data is q.gates["h"].w.data
+    names = [a.name for a in desc.arrays]
+    assert len(names) == len(set(names))
+    pointed = {id(v) for v in fields.values() if isinstance(v, CArray)}
+    assert pointed == {id(a) for a in desc.arrays}  # every array is used, none is missing
+    with pytest.raises(ValueError, match="stp_gate_t.bias"):
+        Struct("stp_gate_t", (("bias", desc.arrays[0]),))  # an int16 table is not an int32 bias
+
+
+@pytest.mark.parametrize("kind,rank", [("rnn", None), ("mgu", 3)])
+def test_model_struct_uses_designated_initializers(kind, rank):
+    q = random_qgraph(7, kind=kind, hidden=6, rank=rank, readout_activation="linear")
+    text = emit(q, "m")["m.c"]
+    struct = re.search(r"static const stp_model_t m_model = \{\n(.*?)\n\};", text, flags=re.S).group(1)
+    assert "    .hidden_size = 6," in struct.splitlines()
+    assert f"    .cell = {CELL[kind].name}," in struct.splitlines()
+    assert ("    .gate_f = {" in struct) == (kind == "mgu")
+    assert "{0, 0, 0, 0}" not in struct and "= 0," not in struct.replace(".rank_max = 0,", "")
+    assert ".table = m_sigmoid_table" not in struct.split(".readout = ")[1]  # a linear readout has no table
+    assert all(len(line) <= 100 for line in struct.splitlines())
+    scratch = scratch_elements(kind, 6, rank or 0)
+    assert summary(q)["scratch_size"] == scratch and f"#if M_SCRATCH_SIZE != {scratch}\n" in text

@@ -22,8 +22,8 @@ EXTREME_INT16 = st.sampled_from(EXTREMES16)
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 INT32 = st.integers(I32_MIN, I32_MAX)
 EXTREME_INT32 = st.sampled_from([I32_MIN, I32_MIN + 1, -(1 << 30), -1, 0, 1, 1 << 30, I32_MAX - 1, I32_MAX])
-SHIFTS = list(range(fx.SHIFT_MIN, fx.SHIFT_MAX + 1))     # stp_shift_round_s64x4: -16 .. 31
-SHIFTS_S32 = list(range(1, fx.SHIFT_MAX + 1))           # stp_shift_round_s32x8: 1 .. 31 only
+SHIFTS = list(range(fx.SHIFT_MIN, fx.SHIFT_MAX + 1))  # stp_shift_round_s64x4: -16 .. 31
+SHIFTS_S32 = list(range(1, fx.SHIFT_MAX + 1))  # stp_shift_round_s32x8: 1 .. 31 only
 
 
 def wide_int32() -> np.ndarray:
@@ -33,9 +33,14 @@ def wide_int32() -> np.ndarray:
     powers = [sign * (1 << k) + d for k in range(32) for sign in (1, -1) for d in (-1, 0, 1)]
     high = ALL_INT16 << 16
     rng = np.random.default_rng(20261128)
-    v = np.concatenate([[I32_MIN, I32_MIN + 1, I32_MAX - 1, I32_MAX], powers,
-                        *(high + low for low in (0, 1, 0x7FFF, 0x8000, 0xFFFF)),
-                        rng.integers(I32_MIN, I32_MAX, 65536, endpoint=True)]).astype(np.int64)
+    v = np.concatenate(
+        [
+            [I32_MIN, I32_MIN + 1, I32_MAX - 1, I32_MAX],
+            powers,
+            *(high + low for low in (0, 1, 0x7FFF, 0x8000, 0xFFFF)),
+            rng.integers(I32_MIN, I32_MAX, 65536, endpoint=True),
+        ]
+    ).astype(np.int64)
     return np.clip(v, I32_MIN, I32_MAX)
 
 
@@ -63,9 +68,15 @@ def test_vector_helpers_are_tested_when_the_host_has_avx2(c):
 # ---- stp_sat16_s64x4 -----------------------------------------------------------------------------
 def test_sat16_s64x4_all_int16_and_wide_values(v):
     i64 = np.iinfo(np.int64)
-    wide = np.concatenate([ALL_INT16, ALL_INT16 * 65536, ALL_INT16 << 47, wide_int32(),
-                           [i64.min, i64.min + 1, i64.max - 1, i64.max, -(1 << 47), 1 << 47,
-                            32767, 32768, -32768, -32769]]).astype(np.int64)
+    wide = np.concatenate(
+        [
+            ALL_INT16,
+            ALL_INT16 * 65536,
+            ALL_INT16 << 47,
+            wide_int32(),
+            [i64.min, i64.min + 1, i64.max - 1, i64.max, -(1 << 47), 1 << 47, 32767, 32768, -32768, -32769],
+        ]
+    ).astype(np.int64)
     want = fx.sat16(wide)
     np.testing.assert_array_equal(v.sat16_s64x4(wide), want)
     np.testing.assert_array_equal(v.sat16(wide), want)
@@ -133,8 +144,11 @@ def _mul_rows() -> np.ndarray:
     """1,531 values of a: the extremes, -32768 + 128 k and -32705 + 128 k (512 each, spread over
     the range, low bits all 0 or 0111111), 512 seeded random ones."""
     rng = np.random.default_rng(7)
-    return np.unique(np.concatenate([EXTREMES16, np.arange(-32768, 32768, 128), np.arange(-32705, 32768, 128),
-                                     rng.integers(-32768, 32768, 512)]))
+    return np.unique(
+        np.concatenate(
+            [EXTREMES16, np.arange(-32768, 32768, 128), np.arange(-32705, 32768, 128), rng.integers(-32768, 32768, 512)]
+        )
+    )
 
 
 def test_mul_q15_x8_rows_against_the_scalar_helper(v):
@@ -170,8 +184,9 @@ def test_blend_q15_x8_all_int16_against_extremes(v, varied):
             np.testing.assert_array_equal(v.blend_q15(h, cc, f), want, err_msg=f"{varied} varied; {p}, {q}")
 
 
-@given(st.lists(st.tuples(INT16 | EXTREME_INT16, INT16 | EXTREME_INT16, INT16 | EXTREME_INT16),
-                min_size=1, max_size=64))
+@given(
+    st.lists(st.tuples(INT16 | EXTREME_INT16, INT16 | EXTREME_INT16, INT16 | EXTREME_INT16), min_size=1, max_size=64)
+)
 def test_blend_q15_x8_triples(v, triples):
     h, cc, f = np.array(triples).T
     np.testing.assert_array_equal(v.blend_q15_x8(h, cc, f), fx.blend_q15(h, cc, f))
@@ -181,10 +196,15 @@ def test_blend_q15_x8_triples(v, triples):
 def _tables() -> dict:
     rng = np.random.default_rng(11)
     alternating = np.where(np.arange(fx.LUT_SIZE) % 2 == 0, -32768, 32767)
-    return {"tanh": fx.make_table("tanh"), "sigmoid": fx.make_table("sigmoid"),
-            "alternating extremes": alternating, "reversed alternating": -1 - alternating,
-            "all -32768": np.full(fx.LUT_SIZE, -32768), "all 32767": np.full(fx.LUT_SIZE, 32767),
-            "random": rng.integers(-32768, 32768, fx.LUT_SIZE)}
+    return {
+        "tanh": fx.make_table("tanh"),
+        "sigmoid": fx.make_table("sigmoid"),
+        "alternating extremes": alternating,
+        "reversed alternating": -1 - alternating,
+        "all -32768": np.full(fx.LUT_SIZE, -32768),
+        "all 32767": np.full(fx.LUT_SIZE, 32767),
+        "random": rng.integers(-32768, 32768, fx.LUT_SIZE),
+    }
 
 
 @pytest.mark.parametrize("name", list(_tables()))
@@ -194,14 +214,17 @@ def test_lut_q15_x8_all_int16(v, name):
     table = _tables()[name].astype(np.int16)
     for fill in (-32768, 32767):
         buf = np.full(fx.LUT_SIZE + 16, fill, dtype=np.int16)
-        buf[8:8 + fx.LUT_SIZE] = table
+        buf[8 : 8 + fx.LUT_SIZE] = table
         want = fx.lut_q15(ALL_INT16, table)
-        np.testing.assert_array_equal(v.lut_q15_x8(ALL_INT16, buf[8:8 + fx.LUT_SIZE]), want)
+        np.testing.assert_array_equal(v.lut_q15_x8(ALL_INT16, buf[8 : 8 + fx.LUT_SIZE]), want)
         np.testing.assert_array_equal(v.lut_q15(ALL_INT16, table), want)
 
 
-@given(st.lists(INT16 | EXTREME_INT16, min_size=1, max_size=64), st.integers(0, 2**32 - 1),
-       st.lists(st.tuples(st.integers(0, fx.LUT_SIZE - 1), EXTREME_INT16), max_size=16))
+@given(
+    st.lists(INT16 | EXTREME_INT16, min_size=1, max_size=64),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.tuples(st.integers(0, fx.LUT_SIZE - 1), EXTREME_INT16), max_size=16),
+)
 def test_lut_q15_x8_values_and_tables(v, values, seed, pokes):
     table = np.random.default_rng(seed).integers(-32768, 32768, fx.LUT_SIZE).astype(np.int16)
     for i, x in pokes:

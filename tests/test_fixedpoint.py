@@ -46,8 +46,9 @@ def test_shift_round_is_round_half_up():
     assert fx.shift_round([1, -1], -3).tolist() == [8, -8]
 
 
-@given(st.lists(st.integers(-(1 << 31), (1 << 31) - 1), min_size=1, max_size=50),
-       st.integers(fx.SHIFT_MIN, fx.SHIFT_MAX))
+@given(
+    st.lists(st.integers(-(1 << 31), (1 << 31) - 1), min_size=1, max_size=50), st.integers(fx.SHIFT_MIN, fx.SHIFT_MAX)
+)
 def test_shift_round_int32_range(c, values, s):
     np.testing.assert_array_equal(c.shift_round(values, s), fx.shift_round(values, s))
 
@@ -69,8 +70,9 @@ def test_blend_q15_all_int16_against_extremes(c):
         np.testing.assert_array_equal(c.blend_q15(h, ALL_INT16, f), fx.blend_q15(h, ALL_INT16, f))
 
 
-@given(st.lists(st.tuples(INT16 | EXTREME_INT16, INT16 | EXTREME_INT16, INT16 | EXTREME_INT16),
-                min_size=1, max_size=64))
+@given(
+    st.lists(st.tuples(INT16 | EXTREME_INT16, INT16 | EXTREME_INT16, INT16 | EXTREME_INT16), min_size=1, max_size=64)
+)
 def test_blend_q15_triples(c, triples):
     h, cc, f = np.array(triples).T
     np.testing.assert_array_equal(c.blend_q15(h, cc, f), fx.blend_q15(h, cc, f))
@@ -85,4 +87,4 @@ def test_quantize_array_names_the_tensor():
 def test_frac_to_fit_is_finest():
     for m in (0.001, 0.3, 1.0, 1.5, 127.0, 1000.0):
         f = int(fx.frac_to_fit(m, 8)[0])
-        assert np.floor(m * 2.0 ** f + 0.5) <= 127 < np.floor(m * 2.0 ** (f + 1) + 0.5)
+        assert np.floor(m * 2.0**f + 0.5) <= 127 < np.floor(m * 2.0 ** (f + 1) + 0.5)

@@ -4,17 +4,16 @@ Models are filled into the runtime's structs at run time (stapes.host.run_runtim
 example costs no compilation; tests/test_model_c.py covers the generated code end to end.
 """
 
+import shutil
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import shutil
-
-import pytest
-
+from stapes.fixed.reference import run_reference
 from stapes.host import assert_bit_exact, run_runtime, run_runtime_sanitized
 from stapes.host.random_models import random_inputs, random_qgraph
-from stapes.fixed.reference import run_reference
 
 
 @st.composite
@@ -24,11 +23,17 @@ def models(draw):
     lowrank = draw(st.booleans())
     rank = draw(st.integers(1, hidden)) if lowrank else None
     q = random_qgraph(
-        draw(st.integers(0, 2**31 - 1)), weights=draw(st.sampled_from(["int8", "int16"])), kind=kind,
-        hidden=hidden, inputs=draw(st.integers(1, 4)), outputs=draw(st.integers(1, 3)), rank=rank,
+        draw(st.integers(0, 2**31 - 1)),
+        weights=draw(st.sampled_from(["int8", "int16"])),
+        kind=kind,
+        hidden=hidden,
+        inputs=draw(st.integers(1, 4)),
+        outputs=draw(st.integers(1, 3)),
+        rank=rank,
         scale=draw(st.sampled_from([0.5, 1.0, 3.0, 50.0])),
         readout_mode=draw(st.sampled_from(["per_step", "final"])),
-        readout_activation=draw(st.sampled_from(["linear", "sigmoid"])))
+        readout_activation=draw(st.sampled_from(["linear", "sigmoid"])),
+    )
     run_rank = draw(st.integers(1, q.rank)) if q.lowrank and draw(st.booleans()) else None
     return q, run_rank
 
@@ -68,9 +73,9 @@ def test_full_scale_int16_weights_and_inputs():
 
 def test_mixed_recurrent_matrices():
     """An MGU whose U_f is low-rank (r=2) and U_h dense or of another rank (per-matrix policies)."""
-    from stapes.ir.float_graph import LowRank, MGUCell
-    from stapes.host.random_models import random_graph
     from stapes.fixed.quantize import quantize_graph
+    from stapes.host.random_models import random_graph
+    from stapes.ir.float_graph import LowRank, MGUCell
 
     g = random_graph(4, kind="mgu", hidden=6, inputs=2, rank=4)
     c = g.cell

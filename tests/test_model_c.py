@@ -7,17 +7,36 @@ import numpy as np
 import pytest
 
 from stapes.emit.model_c import emit
+from stapes.emit.model_desc import assign, describe
 from stapes.errors import CheckFailed, UserError
-from stapes.host import assert_bit_exact, build, first_mismatch, run_c, run_sanitized, runtime_include_dir, runtime_sources
-from stapes.host.random_models import random_inputs, random_qgraph
 from stapes.fixed.reference import run_reference
+from stapes.host import (
+    assert_bit_exact,
+    build,
+    build_runtime,
+    first_mismatch,
+    run_c,
+    run_sanitized,
+    runtime_include_dir,
+    runtime_sources,
+)
+from stapes.host.random_models import random_inputs, random_qgraph
+from stapes.ir.contract import scratch_elements
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror", "-Wpedantic"]
 
 CASES = {
     "rnn_dense_int8": dict(kind="rnn", hidden=10, inputs=3, outputs=2, weights="int8"),
-    "mgu_lowrank_int16_final_sigmoid": dict(kind="mgu", hidden=12, inputs=2, outputs=1, rank=4, weights="int16",
-                                            readout_mode="final", readout_activation="sigmoid"),
+    "mgu_lowrank_int16_final_sigmoid": dict(
+        kind="mgu",
+        hidden=12,
+        inputs=2,
+        outputs=1,
+        rank=4,
+        weights="int16",
+        readout_mode="final",
+        readout_activation="sigmoid",
+    ),
     "mgu_dense_int8_extreme": dict(kind="mgu", hidden=7, inputs=4, outputs=3, weights="int8", scale=50.0),
 }
 
@@ -59,8 +78,9 @@ def test_first_mismatch_is_reported():
     a = np.zeros((2, 3, 4), dtype=np.int16)
     b = a.copy()
     b[1, 2, 3] = 7
-    assert first_mismatch("states", a, b) == ("states: 1 mismatching values; first at sequence 1, step 2, "
-                                              "index 3: C 0, reference 7")
+    assert first_mismatch("states", a, b) == (
+        "states: 1 mismatching values; first at sequence 1, step 2, index 3: C 0, reference 7"
+    )
     ref = run_reference(_q("rnn_dense_int8"), np.zeros((1, 2, 3), dtype=np.int16))
     bad = ref.states.copy()
     bad[0, 1, 0] += 1
@@ -87,8 +107,15 @@ def test_warning_free(tmp_path, cc, count_ops):
         for name, text in emit(_q(case), f"m{i}").items():
             (tmp_path / name).write_text(text)
     sources = [*map(str, runtime_sources()), *(str(p) for p in sorted(tmp_path.glob("*.c")))]
-    cmd = [cc, *STRICT, "-O2", *(["-DSTP_COUNT_OPS"] if count_ops else []), f"-I{runtime_include_dir()}",
-           f"-I{tmp_path}", "-c"]
+    cmd = [
+        cc,
+        *STRICT,
+        "-O2",
+        *(["-DSTP_COUNT_OPS"] if count_ops else []),
+        f"-I{runtime_include_dir()}",
+        f"-I{tmp_path}",
+        "-c",
+    ]
     for src in sources:
         proc = subprocess.run([*cmd, src, "-o", str(tmp_path / "out.o")], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
@@ -104,8 +131,10 @@ def test_cli_quantize_emit_verify(tmp_path, capsys):
     task = make_task("memorization")
     graph = random_graph(8, kind="mgu", hidden=8, inputs=task.input_size, outputs=task.output_size, rank=3)
     dataclasses.replace(graph, task=task.config()).save(tmp_path)
-    assert main(["quantize", str(tmp_path), "--weights", "int8", "--calib-sequences", "16", "--out",
-                 str(tmp_path / "q")]) == 0
+    assert (
+        main(["quantize", str(tmp_path), "--weights", "int8", "--calib-sequences", "16", "--out", str(tmp_path / "q")])
+        == 0
+    )
     assert main(["emit", str(tmp_path / "q"), "--prefix", "mem", "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "mem.c").is_file() and (tmp_path / "c" / "runtime" / "src" / "stp_cell.c").is_file()
     assert main(["verify", str(tmp_path / "q"), "--sequences", "8", "--rank", "2"]) == 0
@@ -128,6 +157,46 @@ def test_cli_without_task_uses_analytic_ranges_and_random_inputs(tmp_path, capsy
     assert main(["verify", str(tmp_path / "q"), "--sequences", "4", "--steps", "120"]) == 0
     out = capsys.readouterr().out
     assert "4 sequences x 120 steps" in out and "mismatches: 0" in out
-    assert main(["quantize", str(tmp_path), "--calibration", str(tmp_path / "missing.npy"), "--out",
-                 str(tmp_path / "q2")]) == 2
+    assert (
+        main(["quantize", str(tmp_path), "--calibration", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "q2")])
+        == 2
+    )
     assert not (tmp_path / "q2").exists()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_model_description_filled_through_cffi_equals_reference(case):
+    """The description is enough to build a working stp_model_t at run time (the host harness's way)."""
+    q = _q(case)
+    mod = build_runtime()
+    ffi, lib = mod.ffi, mod.lib
+    keep = []
+
+    def pointer(a):
+        keep.append(np.ascontiguousarray(a.data))
+        return ffi.cast(f"const {a.ctype} *", ffi.from_buffer(keep[-1]))
+
+    m = ffi.new("stp_model_t *")
+    assign(describe(q).model, m, pointer)
+    assert lib.stp_model_scratch_size(m) == scratch_elements(q.kind, q.hidden_size, q.rank)
+    x = random_inputs(5, q, batch=2, steps=40)
+    ref = run_reference(q, x)
+    y = np.zeros(ref.outputs.shape, dtype=np.int16)
+    states = np.zeros(ref.states.shape, dtype=np.int16)
+    scratch = ffi.new("int16_t[]", lib.stp_model_scratch_size(m))
+    for b in range(x.shape[0]):
+        state = np.zeros(q.hidden_size, dtype=np.int16)
+        xb, yb, sb = (np.ascontiguousarray(v[b]) for v in (x, y, states))
+        rc = lib.stp_model_run(
+            m,
+            ffi.from_buffer("int16_t[]", xb),
+            x.shape[1],
+            ffi.from_buffer("int16_t[]", state),
+            ffi.from_buffer("int16_t[]", yb),
+            ffi.from_buffer("int16_t[]", sb),
+            scratch,
+            0,
+        )
+        assert rc == 0
+        y[b], states[b] = yb, sb
+    assert_bit_exact(y, states, ref)

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stapes.errors import UserError
 from stapes.frontend.extract import from_graph, to_graph
-from stapes.ir.float_graph import LowRank
 from stapes.frontend.models import DenseMatrix, LowRankMatrix, ModelConfig, RecurrentModel
+from stapes.ir.float_graph import LowRank
 
 
 def _np(t):
@@ -35,8 +36,17 @@ NUMPY_STEP = {"rnn": numpy_rnn_step, "mgu": numpy_mgu_step}
 
 
 def make(cell, ranks=None, mode="per_step", activation="linear", seed=3, **kw):
-    cfg = ModelConfig(cell=cell, input_size=3, hidden_size=8, output_size=2, readout_mode=mode,
-                      readout_activation=activation, ranks=ranks, gate_bias=0.3, **kw)
+    cfg = ModelConfig(
+        cell=cell,
+        input_size=3,
+        hidden_size=8,
+        output_size=2,
+        readout_mode=mode,
+        readout_activation=activation,
+        ranks=ranks,
+        gate_bias=0.3,
+        **kw,
+    )
     return RecurrentModel(cfg, seed=seed)
 
 
@@ -154,11 +164,21 @@ def test_set_recurrent_updates_config():
         m.set_recurrent("u_h", DenseMatrix(torch.zeros(4, 4)))
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"cell": "lstm"}, {"hidden_size": 0}, {"input_size": -1}, {"output_size": 1.5},
-    {"readout_mode": "last"}, {"readout_activation": "softmax"}, {"spectral_radius": 0.0},
-    {"ranks": 99}, {"ranks": {"u": 2}}, {"recurrent_init": "xavier"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"cell": "lstm"},
+        {"hidden_size": 0},
+        {"input_size": -1},
+        {"output_size": 1.5},
+        {"readout_mode": "last"},
+        {"readout_activation": "softmax"},
+        {"spectral_radius": 0.0},
+        {"ranks": 99},
+        {"ranks": {"u": 2}},
+        {"recurrent_init": "xavier"},
+    ],
+)
 def test_bad_model_config_is_a_user_error(kwargs):
     with pytest.raises(UserError):
         ModelConfig(**{"cell": "mgu", "input_size": 2, "hidden_size": 8, "output_size": 2, **kwargs})
@@ -191,9 +211,13 @@ def test_graph_torch64_graph_round_trip_is_exact():
     m = make("mgu", ranks={"u_h": 3})
     g = to_graph(m)
     # a graph with float64 values that float32 cannot hold
-    cell = type(g.cell)(**{**{k: getattr(g.cell, k) for k in g.cell.__dataclass_fields__},
-                           "w_f": g.cell.w_f + 1e-12, "u_h": LowRank(g.cell.u_h.a + 1e-12, g.cell.u_h.b,
-                                                                      g.cell.u_h.sigma)})
+    cell = type(g.cell)(
+        **{
+            **{k: getattr(g.cell, k) for k in g.cell.__dataclass_fields__},
+            "w_f": g.cell.w_f + 1e-12,
+            "u_h": LowRank(g.cell.u_h.a + 1e-12, g.cell.u_h.b, g.cell.u_h.sigma),
+        }
+    )
     g = g.replace_cell(cell)
     g2 = to_graph(from_graph(g, dtype=torch.float64))
     assert np.array_equal(g2.cell.w_f, g.cell.w_f)
@@ -220,14 +244,22 @@ def test_to_graph_rebalance_after_fine_tuning():
 
 
 @settings(max_examples=25)
-@given(cell=st.sampled_from(["rnn", "mgu"]), inputs=st.integers(1, 4), hidden=st.integers(1, 10),
-       outputs=st.integers(1, 3), steps=st.integers(1, 6), batch=st.integers(1, 3),
-       rank=st.one_of(st.none(), st.integers(1, 10)), mode=st.sampled_from(["per_step", "final"]),
-       seed=st.integers(0, 2 ** 16))
+@given(
+    cell=st.sampled_from(["rnn", "mgu"]),
+    inputs=st.integers(1, 4),
+    hidden=st.integers(1, 10),
+    outputs=st.integers(1, 3),
+    steps=st.integers(1, 6),
+    batch=st.integers(1, 3),
+    rank=st.one_of(st.none(), st.integers(1, 10)),
+    mode=st.sampled_from(["per_step", "final"]),
+    seed=st.integers(0, 2**16),
+)
 def test_model_equals_its_graph_on_random_shapes(cell, inputs, hidden, outputs, steps, batch, rank, mode, seed):
     ranks = None if rank is None else min(rank, hidden)
-    cfg = ModelConfig(cell=cell, input_size=inputs, hidden_size=hidden, output_size=outputs, readout_mode=mode,
-                      ranks=ranks)
+    cfg = ModelConfig(
+        cell=cell, input_size=inputs, hidden_size=hidden, output_size=outputs, readout_mode=mode, ranks=ranks
+    )
     m = RecurrentModel(cfg, seed=seed)
     x = torch.randn(batch, steps, inputs, generator=torch.Generator().manual_seed(seed))
     out, states = m(x)

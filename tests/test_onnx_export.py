@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stapes.ir.float_graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell, dense
 from stapes.frontend.onnx_export import export_onnx, run_onnxruntime
+from stapes.ir.float_graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell, dense
 
 ATOL = RTOL = 1e-5
 
@@ -47,8 +47,11 @@ def inputs(b=3, t=20, i=3, seed=1):
     return f32(np.random.default_rng(seed).standard_normal((b, t, i)))
 
 
-CASES = [(kind, rank, lowrank) for kind in ("rnn", "mgu")
-         for rank, lowrank in ((None, "factors"), (4, "factors"), (4, "dense"))]
+CASES = [
+    (kind, rank, lowrank)
+    for kind in ("rnn", "mgu")
+    for rank, lowrank in ((None, "factors"), (4, "factors"), (4, "dense"))
+]
 
 
 @pytest.mark.parametrize("kind,rank,lowrank", CASES)
@@ -65,10 +68,18 @@ def test_onnxruntime_equals_floatgraph(kind, rank, lowrank, mode, act):
 
 
 @settings(max_examples=12)
-@given(kind=st.sampled_from(["rnn", "mgu"]), n=st.integers(1, 12), i=st.integers(1, 5), o=st.integers(1, 4),
-       rank_fraction=st.sampled_from([None, 0.3, 1.0]), lowrank=st.sampled_from(["factors", "dense"]),
-       mode=st.sampled_from(["per_step", "final"]), act=st.sampled_from(["linear", "sigmoid"]),
-       steps=st.integers(1, 6), seed=st.integers(0, 2**16))
+@given(
+    kind=st.sampled_from(["rnn", "mgu"]),
+    n=st.integers(1, 12),
+    i=st.integers(1, 5),
+    o=st.integers(1, 4),
+    rank_fraction=st.sampled_from([None, 0.3, 1.0]),
+    lowrank=st.sampled_from(["factors", "dense"]),
+    mode=st.sampled_from(["per_step", "final"]),
+    act=st.sampled_from(["linear", "sigmoid"]),
+    steps=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
 def test_any_shape_exports_exactly(kind, n, i, o, rank_fraction, lowrank, mode, act, steps, seed):
     rank = None if rank_fraction is None else max(1, int(rank_fraction * n))
     graph = random_graph(kind, n=n, i=i, o=o, rank=rank, mode=mode, act=act, seed=seed)
@@ -89,7 +100,7 @@ def test_streaming_one_frame_per_call_equals_whole_sequence(kind, lowrank):
     h = np.zeros((2, graph.hidden_size), np.float32)
     frames = []
     for t in range(x.shape[1]):
-        y, h = run_onnxruntime(model, x[:, t:t + 1], h)
+        y, h = run_onnxruntime(model, x[:, t : t + 1], h)
         frames.append(y)
     np.testing.assert_allclose(np.concatenate(frames, axis=1), y_all, atol=1e-6, rtol=1e-6)
 
@@ -101,7 +112,7 @@ def test_operators_and_metadata_say_which_mode():
     factors, dense_model = export_onnx(graph, "factors"), export_onnx(graph, "dense")
     assert "Scan" in ops(factors) and "GRU" not in ops(factors)
     body = next(a.g for nd in factors.graph.node if nd.op_type == "Scan" for a in nd.attribute if a.name == "body")
-    assert [nd.op_type for nd in body.node].count("MatMul") == 4          # two per low-rank matrix
+    assert [nd.op_type for nd in body.node].count("MatMul") == 4  # two per low-rank matrix
     assert "GRU" in ops(dense_model) and "Scan" not in ops(dense_model)
     assert props(factors)["stapes.lowrank"] == "factors" and "factors" in factors.doc_string
     assert props(dense_model)["stapes.lowrank"] == "dense" and "reconstructed dense" in dense_model.doc_string
@@ -130,6 +141,7 @@ def test_gru_weights_are_the_tied_mgu_gates():
 def _torch_mgu(graph, x):
     """The MGU equations written out in torch (float32), independently of stapes."""
     import torch
+
     c = graph.cell
     t = lambda a: torch.tensor(dense(a), dtype=torch.float32)  # noqa: E731
     xs = torch.tensor(x, dtype=torch.float32)
@@ -145,6 +157,7 @@ def _torch_mgu(graph, x):
 def test_torch_models_equal_onnxruntime():
     torch = pytest.importorskip("torch")
     from stapes.frontend.onnx_import import from_torch_rnn
+
     torch.manual_seed(0)
     rnn, lin = torch.nn.RNN(3, 12, batch_first=True), torch.nn.Linear(12, 2)
     graph = from_torch_rnn(rnn, lin)
@@ -166,6 +179,7 @@ def test_other_opsets(opset):
         assert model.opset_import[0].version == opset
         np.testing.assert_allclose(run_onnxruntime(model, inputs())[0], graph.run(inputs())[0], atol=ATOL, rtol=RTOL)
     from stapes.errors import UserError
+
     with pytest.raises(UserError, match="opset 13 is not supported"):
         export_onnx(graph, opset=13)
     with pytest.raises(UserError, match="--lowrank 'svd' is not one of"):
@@ -175,13 +189,19 @@ def test_other_opsets(opset):
 def test_cli_writes_file(tmp_path):
     random_graph("mgu", rank=4).save(tmp_path)
     out = tmp_path / "m.onnx"
-    r = subprocess.run([sys.executable, "-m", "stapes", "export-onnx", str(tmp_path), "--out", str(out),
-                        "--lowrank", "dense"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "stapes", "export-onnx", str(tmp_path), "--out", str(out), "--lowrank", "dense"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "lowrank dense" in r.stdout
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
-    bad = subprocess.run([sys.executable, "-m", "stapes", "export-onnx", str(tmp_path / "none"), "--out",
-                          str(tmp_path / "n.onnx")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "stapes", "export-onnx", str(tmp_path / "none"), "--out", str(tmp_path / "n.onnx")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "not a stapes model folder" in bad.stderr
     assert not (tmp_path / "n.onnx").exists()
 
@@ -191,9 +211,25 @@ def test_benchmark_script_runs(tmp_path):
     itself that onnxruntime, the C model and float64 agree, and writes its JSON."""
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "bench.json"
-    r = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_vs_onnxruntime.py"), "--sizes", "8",
-                        "--cells", "rnn", "--frames", "20", "--repeats", "1", "--json", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks" / "bench_vs_onnxruntime.py"),
+            "--sizes",
+            "8",
+            "--cells",
+            "rnn",
+            "--frames",
+            "20",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "worst ratio per frame" in r.stdout
     rows = json.loads(out.read_text())["rows"]

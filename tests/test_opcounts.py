@@ -2,21 +2,23 @@
 
 import pytest
 
+from stapes.fixed.reference import OP_KINDS, analytic_ops, cell_ops, frame_ops, run_reference
 from stapes.host import build, run_c, run_runtime
 from stapes.host.random_models import random_inputs, random_qgraph
-from stapes.fixed.reference import OP_KINDS, analytic_ops, cell_ops, frame_ops, run_reference
 
-MODELS = [dict(kind="rnn", hidden=9, inputs=3, outputs=2),
-          dict(kind="rnn", hidden=9, inputs=3, outputs=2, rank=3, readout_mode="final"),
-          dict(kind="mgu", hidden=6, inputs=2, outputs=1, readout_activation="sigmoid", weights="int8"),
-          dict(kind="mgu", hidden=6, inputs=2, outputs=3, rank=4)]
+MODELS = [
+    dict(kind="rnn", hidden=9, inputs=3, outputs=2),
+    dict(kind="rnn", hidden=9, inputs=3, outputs=2, rank=3, readout_mode="final"),
+    dict(kind="mgu", hidden=6, inputs=2, outputs=1, readout_activation="sigmoid", weights="int8"),
+    dict(kind="mgu", hidden=6, inputs=2, outputs=3, rank=4),
+]
 
 
 @pytest.mark.parametrize("spec", MODELS)
 def test_three_counts_equal(spec):
     q = random_qgraph(1, **spec)
     x = random_inputs(1, q, batch=3, steps=20)
-    for rank in ([None, 1, q.rank] if q.lowrank else [None]):
+    for rank in [None, 1, q.rank] if q.lowrank else [None]:
         ref = run_reference(q, x, rank=rank)
         _, _, c_ops = run_runtime(q, x, rank=rank, count_ops=True)
         assert ref.ops == c_ops == analytic_ops(q, 20, 3, rank)

@@ -13,8 +13,20 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-_IGNORE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
-                                 ".hypothesis", "runs", "stapes-demo", ".venv*", "*.so", "*.o")
+_IGNORE = shutil.ignore_patterns(
+    ".git",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    "runs",
+    "stapes-demo",
+    ".venv*",
+    "*.so",
+    "*.o",
+)
 
 CHECK = """
 import importlib.resources, sys
@@ -50,8 +62,10 @@ def venv_with_wheel(tmp_path_factory):
     venv = tmp / "venv"
     run([sys.executable, "-m", "venv", "--system-site-packages", venv], cwd=tmp)
     bin_dir = venv / ("Scripts" if sys.platform == "win32" else "bin")
-    run([bin_dir / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall",
-         wheels[0]], cwd=tmp)
+    run(
+        [bin_dir / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall", wheels[0]],
+        cwd=tmp,
+    )
     outside = tmp / "elsewhere"
     outside.mkdir()
     return venv, bin_dir, outside
@@ -71,7 +85,12 @@ def test_wheel_installs_and_runs_outside_the_repo(venv_with_wheel):
 
 def test_installed_command_reports_user_errors(venv_with_wheel):
     venv, bin_dir, outside = venv_with_wheel
-    result = subprocess.run([bin_dir / "stapes", "train", "--task", "nope", "--out", outside / "x"],
-                            cwd=outside, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [bin_dir / "stapes", "train", "--task", "nope", "--out", outside / "x"],
+        cwd=outside,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "unknown task" in result.stderr

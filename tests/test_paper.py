@@ -32,8 +32,9 @@ def test_tiny_suite_writes_report_json_and_figures(tiny_run):
     report = (out / "report.md").read_text()
     assert results["profile"] == "tiny"
     assert set(results["experiments"]) == {e.id for e in EXPERIMENTS}
-    assert [line[3:].split(":")[0] for line in report.splitlines()
-            if re.match(r"## \w+: ", line)] == [e.id for e in EXPERIMENTS]     # in the suite's order
+    assert [line[3:].split(":")[0] for line in report.splitlines() if re.match(r"## \w+: ", line)] == [
+        e.id for e in EXPERIMENTS
+    ]  # in the suite's order
     for exp_id, exp in results["experiments"].items():
         assert exp["verdict"] in VERDICTS and exp["verdict"] != "failed", (exp_id, exp["reason"])
         assert f"## {exp_id}: " in report
@@ -72,6 +73,7 @@ def test_workers_give_the_same_results_as_one_process(tiny_run, tmp_path, capsys
 
 def test_doc_block_is_refreshed_from_the_run(tiny_run, tmp_path, capsys):
     from stapes.experiments.report import DOC_BEGIN, DOC_END, verdicts_markdown
+
     out, _ = tiny_run
     doc = tmp_path / "doc.md"
     doc.write_text(f"# Title\nprose\n{DOC_BEGIN}\nstale\n{DOC_END}\nmore prose\n")
@@ -80,11 +82,12 @@ def test_doc_block_is_refreshed_from_the_run(tiny_run, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert "stale" not in text and text.startswith("# Title\nprose\n") and text.endswith("more prose\n")
     import os
+
     assert verdicts_markdown(results, os.path.relpath(out, tmp_path) + "/") in text
     doc.write_text("no block")
     assert main(["paper", "--profile", "tiny", "--out", str(tmp_path / "never"), "--doc", str(doc)]) == 2
     assert "no generated block" in capsys.readouterr().err
-    assert not (tmp_path / "never").exists()       # refused before running anything
+    assert not (tmp_path / "never").exists()  # refused before running anything
 
 
 def test_committed_paper_doc_quotes_the_committed_run():
@@ -92,6 +95,7 @@ def test_committed_paper_doc_quotes_the_committed_run():
     from pathlib import Path
 
     from stapes.experiments.report import doc_block, verdicts_markdown
+
     docs = Path(__file__).resolve().parents[1] / "docs"
     text = (docs / "paper.md").read_text()
     results = json.loads((docs / "paper" / "results.json").read_text())
@@ -139,10 +143,10 @@ def test_cache_computes_once_and_keeps_nothing_on_error(tmp_path):
 
     with pytest.raises(RuntimeError):
         cache.model_dir("m", {"p": 1}, broken)
-    assert not list((tmp_path / "models").iterdir())          # no half-written model left behind
+    assert not list((tmp_path / "models").iterdir())  # no half-written model left behind
     path = cache.model_dir("m", {"p": 1}, lambda tmp: (tmp / "w").write_text("ok"))
     assert (path / "w").read_text() == "ok"
-    assert cache.model_dir("m", {"p": 1}, broken) == path     # cached: not rebuilt
+    assert cache.model_dir("m", {"p": 1}, broken) == path  # cached: not rebuilt
 
 
 def test_rank_grid_is_geometric_and_ends_at_n():
@@ -161,7 +165,7 @@ def test_stats():
     assert pearson([1, 2, 3], [2, 4, 6.5]) > 0.99
     assert math.isnan(pearson([1, 2, 3], [1, 1, 1]))
     assert critical_delay([10, 20, 50], [1.0, 0.95, 0.5], 0.9) == 20
-    assert critical_delay([10, 20, 50], [0.5, 0.95, 0.95], 0.9) == 0   # must hold at every shorter delay too
+    assert critical_delay([10, 20, 50], [0.5, 0.95, 0.95], 0.9) == 0  # must hold at every shorter delay too
     assert critical_delay([10, 20], [0.99, 0.99], 0.9) == 20
 
 
@@ -174,14 +178,19 @@ def test_suite_lists_every_experiment_once_in_report_order():
 
     assert [e.id for e in EXPERIMENTS] == ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "OTF"]
     assert all(isinstance(e, Experiment) for e in EXPERIMENTS)
-    defined = [value for info in pkgutil.iter_modules(stapes.experiments.__path__) if info.name.startswith("exp_")
-               for value in vars(importlib.import_module(f"stapes.experiments.{info.name}")).values()
-               if isinstance(value, Experiment)]
+    defined = [
+        value
+        for info in pkgutil.iter_modules(stapes.experiments.__path__)
+        if info.name.startswith("exp_")
+        for value in vars(importlib.import_module(f"stapes.experiments.{info.name}")).values()
+        if isinstance(value, Experiment)
+    ]
     assert sorted(e.id for e in defined) == sorted(e.id for e in EXPERIMENTS)
     assert all(any(d is e for e in EXPERIMENTS) for d in defined)
-    for e in EXPERIMENTS:       # experiments sharing a cache kind must share its computation
-        assert all(o.compute is e.compute and o.compute_version == e.compute_version
-                   for o in EXPERIMENTS if o.kind == e.kind)
+    for e in EXPERIMENTS:  # experiments sharing a cache kind must share its computation
+        assert all(
+            o.compute is e.compute and o.compute_version == e.compute_version for o in EXPERIMENTS if o.kind == e.kind
+        )
 
 
 def test_sections_check_verdicts():
@@ -200,17 +209,33 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path):
     import sys
     import time
 
-    cmd = [sys.executable, "-m", "stapes", "paper", "--profile", "quick", "--out", str(tmp_path / "out"),
-           "--workers", "2", "--no-progress"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(8)                               # the quick profile is still training models
+    cmd = [
+        sys.executable,
+        "-m",
+        "stapes",
+        "paper",
+        "--profile",
+        "quick",
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(8)  # the quick profile is still training models
     assert proc.poll() is None
     os.killpg(proc.pid, signal.SIGINT)
     start = time.monotonic()
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130 and time.monotonic() - start < 10
-    assert b"interrupted" in out and b"leaked" not in out     # no resources left for the tracker to clean
+    assert b"interrupted" in out and b"leaked" not in out  # no resources left for the tracker to clean
     models = tmp_path / "out" / "cache" / "models"
-    for entry in (models.iterdir() if models.is_dir() else []):
+    for entry in models.iterdir() if models.is_dir() else []:
         assert entry.name.startswith(".") or (entry / "params.json").is_file(), entry

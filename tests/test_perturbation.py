@@ -4,14 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from test_compress import random_graph
 
-from stapes.compress import perturbation as P
 from stapes.cli import main
-from stapes.compress.svd import svd_factors
+from stapes.compress import perturbation as P
 from stapes.errors import UserError
 from stapes.ir.float_graph import dense
-
-from test_compress import random_graph
+from stapes.ir.lowrank import svd_factors
 
 MEM = {"name": "memorization", "length": 3, "symbols": 2, "delay": 4, "hold": 1}
 
@@ -33,7 +32,7 @@ def test_linearized_drift_converges_to_measured_drift(kind):
         ratio = np.linalg.norm(e_pred) / np.linalg.norm(e_meas)
         assert abs(ratio - 1) < 50 * eps
     assert rel[-1] < 1e-3
-    assert rel[1] / rel[0] < 0.2 and rel[2] / rel[1] < 0.2   # first-order: error ∝ eps
+    assert rel[1] / rel[0] < 0.2 and rel[2] / rel[1] < 0.2  # first-order: error ∝ eps
 
 
 @pytest.mark.parametrize("kind", ["rnn", "mgu"])
@@ -74,7 +73,7 @@ def test_generators():
             step = np.max(np.abs(dense(m))) / (2 ** (bits - 1) - 1)
             assert np.max(np.abs(q[k])) <= step / 2 + 1e-15
             # the quantized matrix holds at most 2^bits - 1 distinct levels
-            assert len(np.unique(np.round((dense(m) + q[k]) / step))) <= 2 ** bits - 1
+            assert len(np.unique(np.round((dense(m) + q[k]) / step))) <= 2**bits - 1
     with pytest.raises(UserError):
         P.quantize_uniform(np.ones(3), 1)
 
@@ -106,8 +105,7 @@ def test_cli_perturb_writes_json_and_plots(tmp_path, capsys):
         g.save(folder)
         folders.append(str(folder))
     out = tmp_path / "p"
-    assert main(["perturb", *folders, "--out", str(out), "--ranks", "4,2", "--bits", "6",
-                 "--sequences", "32"]) == 0
+    assert main(["perturb", *folders, "--out", str(out), "--ranks", "4,2", "--bits", "6", "--sequences", "32"]) == 0
     rep = json.loads((out / "perturb.json").read_text())
     assert rep["recall_by_delay"]["delays"] == [2, 4]
     assert {p.name for p in out.iterdir()} == {"perturb.json", "drift.png", "scatter.png", "recall.png"}

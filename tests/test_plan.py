@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from stapes.target import board as B
-from stapes.target import plan as P
 from stapes.cli import main as cli_main
 from stapes.errors import UserError
 from stapes.ir.float_graph import FloatGraph, MGUCell, Readout
+from stapes.target import plan as P
+from stapes.target import profile
 from stapes.tasks import make_task
 
 
@@ -24,8 +24,14 @@ def memorization_graph(n: int = 16, seed: int = 0, with_task: bool = True) -> Fl
     def u():
         return rng.standard_normal((n, n)) * (1.2 / np.sqrt(n))
 
-    cell = MGUCell(rng.standard_normal((n, i)), u(), 0.1 * rng.standard_normal(n),
-                   rng.standard_normal((n, i)), u(), 0.1 * rng.standard_normal(n))
+    cell = MGUCell(
+        rng.standard_normal((n, i)),
+        u(),
+        0.1 * rng.standard_normal(n),
+        rng.standard_normal((n, i)),
+        u(),
+        0.1 * rng.standard_normal(n),
+    )
     ro = Readout(rng.standard_normal((o, n)), np.zeros(o), task.readout_mode, task.readout_activation)
     return FloatGraph(cell, ro, task.config() if with_task else None)
 
@@ -44,7 +50,7 @@ def test_rank_grid():
 
 def test_plan_respects_limits_and_picks_the_best_that_fits():
     g = memorization_graph()
-    board = B.load_board("mps2-an386")
+    board = profile.load_board("mps2-an386")
     loose = P.make_plan(g, board, 8.0, 1 << 20, 1 << 20, n_eval=64)
     assert loose.chosen is not None and all(row["fits"] for row in loose.table)
     dense_flash = max(row["flash"] for row in loose.table)
@@ -62,13 +68,14 @@ def test_plan_respects_limits_and_picks_the_best_that_fits():
 
 
 def test_nothing_fits_says_why():
-    plan = P.make_plan(memorization_graph(), B.load_board("mps2-an386"), 8.0, 1000, 1 << 20, n_eval=32)
+    plan = P.make_plan(memorization_graph(), profile.load_board("mps2-an386"), 8.0, 1000, 1 << 20, n_eval=32)
     assert plan.chosen is None and "nothing fits" in plan.reason and "flash" in plan.reason
 
 
 def test_plan_without_task_uses_singular_value_energy():
-    plan = P.make_plan(memorization_graph(with_task=False), B.load_board("cortex-m0plus-estimate"),
-                       8.0, 1 << 20, 1 << 20)
+    plan = P.make_plan(
+        memorization_graph(with_task=False), profile.load_board("cortex-m0plus-estimate"), 8.0, 1 << 20, 1 << 20
+    )
     assert plan.chosen is not None and plan.chosen.ranks == {"u_f": None, "u_h": None}
     assert plan.chosen.weight_bits == 16 and "energy" in plan.metric_name
 
@@ -77,8 +84,24 @@ def test_plan_cli(tmp_path, capsys):
     g = memorization_graph(n=8)
     (tmp_path / "m").mkdir()
     g.save(tmp_path / "m")
-    assert cli_main(["plan", str(tmp_path / "m"), "--board", "mps2-an386", "--frame-ms", "8",
-                     "--max-flash", "32k", "--max-ram", "8k", "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "plan",
+                str(tmp_path / "m"),
+                "--board",
+                "mps2-an386",
+                "--frame-ms",
+                "8",
+                "--max-flash",
+                "32k",
+                "--max-ram",
+                "8k",
+                "--json",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["chosen"]["fits"] and data["limits"] == {"max_flash": 32768, "max_ram": 8192, "max_core_share": 1.0}
     assert cli_main(["plan", str(tmp_path / "m"), "--board", "mps2-an386", "--max-flash", "1k"]) == 1

@@ -26,8 +26,7 @@ def _first_python_block() -> str:
 def test_documented_example_runs_from_a_fresh_folder(tmp_path):
     script = tmp_path / "example.py"
     script.write_text(_first_python_block())
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.rstrip().splitlines()[-1] == "mismatches: 0", proc.stdout
     assert (tmp_path / "rnn_c" / "rnn.c").is_file() and (tmp_path / "rnn_c" / "runtime").is_dir()
@@ -79,8 +78,19 @@ def test_cli_and_api_share_one_path(tmp_path, capsys):
     np.save(tmp_path / "calib.npy", x)
     (tmp_path / "model").mkdir()
     graph.save(tmp_path / "model")
-    assert main(["quantize", str(tmp_path / "model"), "--calibration", str(tmp_path / "calib.npy"),
-                 "--out", str(tmp_path / "q")]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(tmp_path / "model"),
+                "--calibration",
+                str(tmp_path / "calib.npy"),
+                "--out",
+                str(tmp_path / "q"),
+            ]
+        )
+        == 0
+    )
     q_api = stapes.quantize(graph, calibration=x)
     q_cli = stapes.load(tmp_path / "q")
     assert stapes.emit_c(q_api) == stapes.emit_c(q_cli)  # same formats, shifts and weights

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from stapes.errors import UserError
-from stapes.ir.float_graph import FloatGraph, Readout, RNNCell
-from stapes.host.random_models import random_graph, random_qgraph
-from stapes.ir.qgraph import QFormat, QGraph, QTensor, is_qmodel_folder, prove_no_overflow
 from stapes.fixed.quantize import dequantize_output, quantize_graph, quantize_input
+from stapes.host.random_models import random_graph, random_qgraph
+from stapes.ir.float_graph import FloatGraph, Readout, RNNCell
+from stapes.ir.qgraph import QFormat, QGraph, QTensor, is_qmodel_folder, prove_no_overflow
 
 
 def _rnn(w, u, b, v, c):
@@ -20,10 +20,10 @@ def test_formats_are_the_finest_that_fit():
     g = _rnn([[0.5, -0.25]], [[0.9]], [0.1], [[1.5]], [0.0])
     q = quantize_graph(g, None, weights="int8")
     gate = q.gates["h"]
-    assert gate.w.fmt.frac == (7,) and gate.w.data.tolist() == [[64, -32]]   # 0.5 * 128 = 64
-    assert gate.u.fmt.frac == (7,) and gate.u.data.tolist() == [[115]]       # round(0.9 * 128)
-    assert q.input_fmt.frac == 14                                             # |x| <= 1 -> Q1.14
-    assert gate.bias.fmt.frac == 12 and gate.bias.data.tolist() == [410]     # pre-activation Q3.12
+    assert gate.w.fmt.frac == (7,) and gate.w.data.tolist() == [[64, -32]]  # 0.5 * 128 = 64
+    assert gate.u.fmt.frac == (7,) and gate.u.data.tolist() == [[115]]  # round(0.9 * 128)
+    assert q.input_fmt.frac == 14  # |x| <= 1 -> Q1.14
+    assert gate.bias.fmt.frac == 12 and gate.bias.data.tolist() == [410]  # pre-activation Q3.12
     assert "analytic" in q.provenance["ranges_note"]
 
 
@@ -32,7 +32,7 @@ def test_overflow_proof_coarsens_int16_rows_and_says_so():
     q = quantize_graph(g, None, weights="int16")
     u = q.gates["h"].u
     assert (np.abs(u.data.astype(np.int64)).sum(1) * 32768 <= 2**31 - 1).all()
-    assert max(np.abs(u.data).max(1)) < 32767 // 2                     # rows gave up bits
+    assert max(np.abs(u.data).max(1)) < 32767 // 2  # rows gave up bits
     assert "rnn.u" in q.provenance["overflow_proof"]
 
 
@@ -61,9 +61,9 @@ def test_calibration_sets_input_and_output_formats():
     x = np.random.default_rng(0).normal(size=(8, 30, 3)) * 3
     q = quantize_graph(g, x, weights="int8")
     assert q.provenance["ranges"]["source"] == "data"
-    assert 32767 / 2 ** q.input_fmt.frac >= np.abs(x).max() * 1.25 > 16383 / 2 ** q.input_fmt.frac
+    assert 32767 / 2**q.input_fmt.frac >= np.abs(x).max() * 1.25 > 16383 / 2**q.input_fmt.frac
     xq = quantize_input(q, x)
-    assert np.abs(xq.astype(float) / 2 ** q.input_fmt.frac - x).max() <= 2.0 ** -q.input_fmt.frac / 2 + 1e-12
+    assert np.abs(xq.astype(float) / 2**q.input_fmt.frac - x).max() <= 2.0**-q.input_fmt.frac / 2 + 1e-12
     assert dequantize_output(q, np.array([1 << q.readout.out_fmt.frac]))[0] == 1.0
 
 
@@ -84,8 +84,7 @@ def test_bad_policy_is_a_user_error():
 
 
 # ---- quality: fixed point vs the float low-rank model on A's tasks (tolerances allowed) -------------
-QUALITY_TASKS = {"memorization": dict(hidden=32, rank=12, steps=400),
-                 "frequency": dict(hidden=32, rank=8, steps=300)}
+QUALITY_TASKS = {"memorization": dict(hidden=32, rank=12, steps=400), "frequency": dict(hidden=32, rank=8, steps=300)}
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +93,11 @@ def trained_lowrank():
     import torch
 
     from stapes.compress.svd import with_rank
-    from stapes.tasks.evaluate import eval_batch
     from stapes.frontend.extract import to_graph
     from stapes.frontend.models import RecurrentModel
-    from stapes.tasks import make_task
     from stapes.frontend.train import TrainConfig, model_config_for, train
+    from stapes.tasks import make_task
+    from stapes.tasks.evaluate import eval_batch
 
     torch.set_num_threads(1)
     out = {}
@@ -116,8 +115,8 @@ def trained_lowrank():
 @pytest.mark.parametrize("task_name", sorted(QUALITY_TASKS))
 @pytest.mark.parametrize("weights,points", [("int16", 1.0), ("int8", 2.0)])
 def test_fixed_point_tracks_lowrank_float(trained_lowrank, task_name, weights, points):
-    from stapes.tasks.evaluate import metrics_from_outputs
     from stapes.fixed.reference import run_reference
+    from stapes.tasks.evaluate import metrics_from_outputs
 
     graph, task, batch = trained_lowrank[task_name]
     metric = task.primary_metric

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from stapes.errors import UserError
-from stapes.host.random_models import random_graph
 from stapes.fixed.quantize import dequantize_output, dequantize_state, quantize_graph, quantize_input
 from stapes.fixed.reference import run_reference
+from stapes.host.random_models import random_graph
 
 
 @pytest.mark.parametrize("kind", ["rnn", "mgu"])

@@ -5,17 +5,15 @@ import json
 
 import numpy as np
 import pytest
+from test_compress import random_graph
 
 from stapes.cli import main
 from stapes.compress.svd import with_rank
-from stapes.frontend.finetune import finetune_graph
-from stapes.tasks.evaluate import evaluate_metric
 from stapes.errors import UserError
-from stapes.tasks.evaluate import evaluate_graph
+from stapes.frontend.finetune import finetune_graph
 from stapes.ir.float_graph import LowRank
 from stapes.studies.sweep import default_ranks, run_sweep, smallest_rank_within
-
-from test_compress import random_graph
+from stapes.tasks.evaluate import evaluate_graph, evaluate_metric
 
 MEM = {"name": "memorization", "length": 3, "symbols": 3, "delay": 3, "hold": 1}
 FREQ = {"name": "frequency", "classes": 3, "steps": 24, "segment": 12, "settle": 4}
@@ -29,7 +27,7 @@ def test_rank_n_point_equals_the_uncompressed_metric(kind, task, inputs, outputs
     assert res["metric_dense"] == full
     assert [r["rank"] for r in res["rows"]] == [8, 5, 2]
     assert res["rows"][0]["metric"] == full
-    assert res["rows"][0]["recurrent_macs"] == res["rows"][0]["recurrent_macs_dense"] * 2   # 2N·N vs N²
+    assert res["rows"][0]["recurrent_macs"] == res["rows"][0]["recurrent_macs_dense"] * 2  # 2N·N vs N²
     assert res["rows"][2]["recurrent_macs"] == len(g.cell.recurrent()) * 2 * 8 * 2
 
 
@@ -38,7 +36,7 @@ def test_default_ranks_and_threshold():
     grid = default_ranks(256, max_points=10)
     assert grid[0] == 256 and grid[-1] == 1 and len(grid) == 10
     rows = [{"rank": r, "m": m} for r, m in [(4, 1.0), (3, 0.995), (2, 0.98), (1, 0.999)]]
-    assert smallest_rank_within(rows, 1.0, "m") == 3      # rank 1 passes alone, but rank 2 fails
+    assert smallest_rank_within(rows, 1.0, "m") == 3  # rank 1 passes alone, but rank 2 fails
     assert smallest_rank_within(rows, 0.5, "m") == 1
     assert smallest_rank_within(rows, 1.2, "m") is None
 
@@ -64,13 +62,14 @@ def test_cli_sweep_writes_csv_json_png(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args", [["--ranks", "0,3"], ["--ranks", "7"], ["--ranks", "a"], ["--finetune", "-1"],
-                                  ["--finetune-ranks", "3"]])
+@pytest.mark.parametrize(
+    "args", [["--ranks", "0,3"], ["--ranks", "7"], ["--ranks", "a"], ["--finetune", "-1"], ["--finetune-ranks", "3"]]
+)
 def test_cli_sweep_user_errors_exit_2(tmp_path, args):
     random_graph("mgu", n=6, i=5, o=3, task=MEM).save(tmp_path)
     try:
         code = main(["sweep", str(tmp_path), "--out", str(tmp_path / "s"), *args])
-    except SystemExit as e:      # argparse rejects the value itself
+    except SystemExit as e:  # argparse rejects the value itself
         code = e.code
     assert code == 2
     assert not (tmp_path / "s").exists()

@@ -19,8 +19,21 @@ def test_exported_symbols(tmp_path, count_ops):
     objects = []
     for src in [*runtime_sources(), tmp_path / "kws.c"]:
         obj = tmp_path / (src.stem + ".o")
-        subprocess.run(["gcc", "-std=c99", "-O2", *(["-DSTP_COUNT_OPS"] if count_ops else []),
-                        f"-I{runtime_include_dir()}", f"-I{tmp_path}", "-c", str(src), "-o", str(obj)], check=True)
+        subprocess.run(
+            [
+                "gcc",
+                "-std=c99",
+                "-O2",
+                *(["-DSTP_COUNT_OPS"] if count_ops else []),
+                f"-I{runtime_include_dir()}",
+                f"-I{tmp_path}",
+                "-c",
+                str(src),
+                "-o",
+                str(obj),
+            ],
+            check=True,
+        )
         objects.append(str(obj))
     out = subprocess.run(["nm", "-g", "--defined-only", *objects], capture_output=True, text=True, check=True).stdout
     names = [line.split()[-1] for line in out.splitlines() if len(line.split()) == 3]

@@ -6,12 +6,12 @@ import torch
 
 from stapes import tasks
 from stapes.errors import UserError
-from stapes.tasks.evaluate import eval_batch, evaluate_graph, metrics_from_outputs
 from stapes.frontend.extract import to_graph
-from stapes.frontend.models import RecurrentModel
-from stapes.tasks import Batch, lag1_autocorrelation, make_task, task_from_config
-from stapes.frontend.train import model_config_for
 from stapes.frontend.losses import task_loss
+from stapes.frontend.models import RecurrentModel
+from stapes.frontend.train import model_config_for
+from stapes.tasks import Batch, lag1_autocorrelation, make_task, task_from_config
+from stapes.tasks.evaluate import eval_batch, evaluate_graph, metrics_from_outputs
 
 
 @pytest.mark.parametrize("length,symbols,delay,hold", [(5, 2, 20, 1), (3, 4, 0, 1), (4, 3, 7, 3)])
@@ -28,12 +28,12 @@ def test_memorization_structure(length, symbols, delay, hold):
     patterns = b.extra["patterns"]
     assert patterns.shape == (64, length)
     np.testing.assert_array_equal(codes[:, : length * hold], np.repeat(patterns, hold, axis=1))
-    np.testing.assert_array_equal(codes[:, length * hold: length * hold + delay], blank)
+    np.testing.assert_array_equal(codes[:, length * hold : length * hold + delay], blank)
     np.testing.assert_array_equal(codes[:, task.trigger_step], trigger)
-    np.testing.assert_array_equal(codes[:, task.trigger_step + 1:], blank)
+    np.testing.assert_array_equal(codes[:, task.trigger_step + 1 :], blank)
     assert np.sum(codes == trigger) == 64  # exactly one trigger per sequence
     expected_mask = np.zeros(steps, bool)
-    expected_mask[task.trigger_step + 1:] = True
+    expected_mask[task.trigger_step + 1 :] = True
     assert np.all(b.mask == expected_mask)
     np.testing.assert_array_equal(b.y[:, b.mask[0]], patterns)
     assert task.input_size == symbols + 2 and task.output_size == symbols
@@ -97,7 +97,7 @@ def test_frequency_task_structure():
     assert np.all(~b.mask[:, :5])  # settle steps at the start never count
     switches = np.diff(b.y, axis=1) != 0
     for i, t in zip(*np.nonzero(switches)):
-        assert not b.mask[i, t + 1: t + 6].any()  # nor right after a switch
+        assert not b.mask[i, t + 1 : t + 6].any()  # nor right after a switch
     segments = np.diff(np.flatnonzero(np.r_[True, switches[0], True]))
     assert segments[:-1].min() >= 10 and segments.max() <= 30
     assert task.primary_metric == "accuracy"
@@ -112,7 +112,7 @@ def test_frequency_task_is_solvable_from_the_signal():
         t = np.flatnonzero(b.mask[i])[0]
         label = b.y[i, t]
         # frequency estimate from the mean |difference| vs amplitude, over the settle window
-        window = x[i, t - task.settle: t + 1]
+        window = x[i, t - task.settle : t + 1]
         est = np.mean(np.abs(np.diff(window)))
         expected = [np.mean(np.abs(np.diff(np.sin(2 * np.pi * np.arange(200) / p)))) for p in task.periods]
         assert np.argmin(np.abs(np.array(expected) - est)) == label
@@ -136,11 +136,17 @@ def test_lag1_autocorrelation_reference_values():
     assert lag1_autocorrelation(ar) == pytest.approx(0.9, abs=0.02)
 
 
-@pytest.mark.parametrize("name,params", [
-    ("nope", {}), ("memorization", {"delay": -1}), ("memorization", {"symbols": 1}),
-    ("memorization", {"lenght": 3}), ("frequency", {"min_period": 10, "max_period": 5}),
-    ("frequency", {"settle": 99}),
-])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("nope", {}),
+        ("memorization", {"delay": -1}),
+        ("memorization", {"symbols": 1}),
+        ("memorization", {"lenght": 3}),
+        ("frequency", {"min_period": 10, "max_period": 5}),
+        ("frequency", {"settle": 99}),
+    ],
+)
 def test_bad_tasks_are_user_errors(name, params):
     with pytest.raises(UserError):
         make_task(name, **params)

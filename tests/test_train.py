@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from stapes.errors import UserError
-from stapes.tasks.evaluate import evaluate_graph
-from stapes.ir.float_graph import FloatGraph, LowRank
-from stapes.frontend.models import RecurrentModel
-from stapes.tasks import make_task
-from stapes.frontend.train import TrainConfig, fit, load_checkpoint, model_config_for, save_checkpoint, train
 from stapes.frontend.losses import task_loss
+from stapes.frontend.models import RecurrentModel
+from stapes.frontend.train import TrainConfig, fit, load_checkpoint, model_config_for, save_checkpoint, train
+from stapes.ir.float_graph import FloatGraph, LowRank
+from stapes.tasks import make_task
+from stapes.tasks.evaluate import evaluate_graph
 
 SMALL_TASK = {"name": "memorization", "delay": 3, "length": 3}
 
@@ -94,8 +94,13 @@ def test_checkpoint_round_trip(tmp_path, ranks):
     cfg = quick_cfg(steps=20)
     metrics = train(model, task, cfg, progress=False)
     folder = save_checkpoint(tmp_path / "ckpt", model, None, task, cfg, metrics)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "graph.json", "graph.npz",
-                                                        "metrics.json", "model.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json",
+        "graph.json",
+        "graph.npz",
+        "metrics.json",
+        "model.pt",
+    ]
     loaded, config = load_checkpoint(folder)
     for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)

@@ -17,12 +17,28 @@ from stapes.cli import commands as _commands_pkg
 from stapes.errors import CheckFailed, UserError
 
 # Order in `stapes --help`: the pipeline's order; unknown modules follow alphabetically.
-_ORDER = ["demo", "train", "compress", "sweep", "perturb", "quantize", "emit", "verify",
-          "budget", "plan", "board", "export-onnx", "import-onnx", "paper"]
+_ORDER = [
+    "demo",
+    "train",
+    "compress",
+    "sweep",
+    "perturb",
+    "quantize",
+    "emit",
+    "verify",
+    "budget",
+    "plan",
+    "board",
+    "export-onnx",
+    "import-onnx",
+    "paper",
+]
 
 
-_DESCRIPTION = ("stapes: train small recurrent networks (tanh RNN, MGU), compress their recurrent weights\n"
-                "by truncated SVD, and deploy them as bit-exact fixed-point C for low-power audio devices.")
+_DESCRIPTION = (
+    "stapes: train small recurrent networks (tanh RNN, MGU), compress their recurrent weights\n"
+    "by truncated SVD, and deploy them as bit-exact fixed-point C for low-power audio devices."
+)
 
 
 def _command_modules():
@@ -45,8 +61,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stapes", description=_DESCRIPTION,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="stapes", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"stapes {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for mod in _command_modules():

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stapes.compress.svd import with_rank
 from stapes.errors import UserError
 from stapes.ir.float_graph import FloatGraph, MGUCell, dense
 
@@ -69,10 +70,9 @@ def _check_deltas(graph: FloatGraph, deltas: Deltas) -> dict[str, np.ndarray]:
 
 # ---- perturbation generators ------------------------------------------------------------
 
+
 def svd_delta(graph: FloatGraph, rank: int, *, joint: bool = False) -> Deltas:
     """ΔU = U_r − U for the rank-`rank` truncated SVD of every recurrent matrix."""
-    from stapes.compress.svd import with_rank
-
     low = with_rank(graph, rank, joint=joint).cell.recurrent()
     return {k: dense(low[k]) - dense(m) for k, m in graph.cell.recurrent().items()}
 
@@ -113,6 +113,7 @@ def frobenius_norms(deltas: Deltas) -> dict[str, float]:
 
 # ---- drift: predicted and measured ----------------------------------------------------------
 
+
 def perturbed_graph(graph: FloatGraph, deltas: Deltas) -> FloatGraph:
     """The graph with every recurrent matrix replaced by the dense ``U + ΔU``."""
     d = _check_deltas(graph, deltas)
@@ -138,7 +139,7 @@ def linearized_drift(graph: FloatGraph, deltas: Deltas, x: np.ndarray) -> tuple[
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3 or x.shape[2] != graph.input_size:
         raise UserError(f"inputs: expected shape (batch, time, {graph.input_size}), got {x.shape}")
-    _, states = graph.run(x)            # the unperturbed trajectory, exactly as the graph runs it
+    _, states = graph.run(x)  # the unperturbed trajectory, exactly as the graph runs it
     bsz, steps, _ = x.shape
     n = graph.hidden_size
     cell = graph.cell
@@ -170,10 +171,11 @@ def linearized_drift(graph: FloatGraph, deltas: Deltas, x: np.ndarray) -> tuple[
 
 def drift_norms(drift: np.ndarray) -> np.ndarray:
     """RMS over the batch of ``‖e_t‖₂`` for every step: (T,)."""
-    return np.sqrt(np.mean(np.sum(drift ** 2, axis=-1), axis=0))
+    return np.sqrt(np.mean(np.sum(drift**2, axis=-1), axis=0))
 
 
 # ---- task-level predictions -------------------------------------------------------------
+
 
 def saturate(states: np.ndarray, drift: np.ndarray) -> np.ndarray:
     """The predicted perturbed state ``h + e`` projected onto the state box [−1, 1]^N.
@@ -222,8 +224,10 @@ def predicted_metric(graph: FloatGraph, deltas: Deltas, batch, task, saturated: 
 
 # ---- the analysis `stapes perturb` runs -------------------------------------------------------
 
-def make_perturbations(graph: FloatGraph, kinds=("svd", "gaussian", "quant"), ranks=None, bits=None,
-                       seed: int = 0) -> list[dict]:
+
+def make_perturbations(
+    graph: FloatGraph, kinds=("svd", "gaussian", "quant"), ranks=None, bits=None, seed: int = 0
+) -> list[dict]:
     """Perturbations to study: SVD truncation at `ranks`, Gaussian noise with the same Frobenius
     norm per matrix as each truncation, and b-bit quantization at `bits`. Each entry is
     ``{"label", "kind", "rank"|"bits", "deltas", "frobenius"}``."""
@@ -241,8 +245,14 @@ def make_perturbations(graph: FloatGraph, kinds=("svd", "gaussian", "quant"), ra
         if "svd" in kinds:
             out.append({"label": f"svd r={r}", "kind": "svd", "rank": r, "deltas": svd_d})
         if "gaussian" in kinds:
-            out.append({"label": f"gauss~r={r}", "kind": "gaussian", "rank": r,
-                        "deltas": gaussian_delta(graph, frobenius_norms(svd_d), seed=seed + r)})
+            out.append(
+                {
+                    "label": f"gauss~r={r}",
+                    "kind": "gaussian",
+                    "rank": r,
+                    "deltas": gaussian_delta(graph, frobenius_norms(svd_d), seed=seed + r),
+                }
+            )
     if "quant" in kinds:
         for b in sorted(set(bits or (4, 6, 8))):
             out.append({"label": f"quant {b}b", "kind": "quant", "bits": b, "deltas": quant_delta(graph, b)})
@@ -270,7 +280,7 @@ def pearson(a, b) -> float | None:
 
 def _window_rms(drift: np.ndarray, mask: np.ndarray | None) -> float:
     """RMS of ‖e_t‖ over the steps that count (mask), or over every step."""
-    sq = np.sum(drift ** 2, axis=-1)
+    sq = np.sum(drift**2, axis=-1)
     return float(np.sqrt(np.mean(sq[mask] if mask is not None else sq)))
 
 
@@ -298,28 +308,40 @@ def analyse(graph: FloatGraph, perturbations: list[dict], batch, task) -> dict:
         e_sat = saturate(h, e_lin) - h
         outputs, hp = perturbed_graph(graph, p["deltas"]).run(batch.x)
         e_meas = hp - h
-        rows.append({
-            "label": p["label"], "kind": p["kind"], "rank": p.get("rank"), "bits": p.get("bits"),
-            "frobenius": p["frobenius"],
-            "drift_linear": drift_norms(e_lin).tolist(), "drift_saturated": drift_norms(e_sat).tolist(),
-            "drift_measured": drift_norms(e_meas).tolist(),
-            "window_drift_linear": _window_rms(e_lin, mask), "window_drift_saturated": _window_rms(e_sat, mask),
-            "window_drift_measured": _window_rms(e_meas, mask),
-            "relative_error_linear": float(np.linalg.norm(e_lin - e_meas) / max(np.linalg.norm(e_meas), 1e-300)),
-            "metric_linear": _metric(task, graph, h + e_lin, batch),
-            "metric_saturated": _metric(task, graph, h + e_sat, batch),
-            "metric_measured": float(task.metrics(outputs, batch)[task.primary_metric]),
-        })
-    out = {"metric_name": task.primary_metric, "metric_unperturbed": metric_of(task, graph, batch),
-           "memory_start": start, "rows": rows}
+        rows.append(
+            {
+                "label": p["label"],
+                "kind": p["kind"],
+                "rank": p.get("rank"),
+                "bits": p.get("bits"),
+                "frobenius": p["frobenius"],
+                "drift_linear": drift_norms(e_lin).tolist(),
+                "drift_saturated": drift_norms(e_sat).tolist(),
+                "drift_measured": drift_norms(e_meas).tolist(),
+                "window_drift_linear": _window_rms(e_lin, mask),
+                "window_drift_saturated": _window_rms(e_sat, mask),
+                "window_drift_measured": _window_rms(e_meas, mask),
+                "relative_error_linear": float(np.linalg.norm(e_lin - e_meas) / max(np.linalg.norm(e_meas), 1e-300)),
+                "metric_linear": _metric(task, graph, h + e_lin, batch),
+                "metric_saturated": _metric(task, graph, h + e_sat, batch),
+                "metric_measured": float(task.metrics(outputs, batch)[task.primary_metric]),
+            }
+        )
+    out = {
+        "metric_name": task.primary_metric,
+        "metric_unperturbed": metric_of(task, graph, batch),
+        "memory_start": start,
+        "rows": rows,
+    }
     for kind in ("svd", "gaussian", "quant", "all"):
         sel = [r for r in rows if kind == "all" or r["kind"] == kind]
         meas = [v for r in sel for v in r["drift_measured"][start:]]
         for how in ("linear", "saturated"):
             pred = [v for r in sel for v in r[f"drift_{how}"][start:]]
             out[f"pearson_drift_{how}_{kind}"] = pearson(pred, meas)
-            out[f"pearson_metric_{how}_{kind}"] = pearson([r[f"metric_{how}"] for r in sel],
-                                                          [r["metric_measured"] for r in sel])
+            out[f"pearson_metric_{how}_{kind}"] = pearson(
+                [r[f"metric_{how}"] for r in sel], [r["metric_measured"] for r in sel]
+            )
     return out
 
 
@@ -338,11 +360,12 @@ def recall_by_delay(graphs: list[FloatGraph], ranks: list[int], n: int = 256, se
         per_delay.append({"delay": int(graph.task["delay"]), **res})
     per_delay.sort(key=lambda d: d["delay"])
     rows = [r for d in per_delay for r in d["rows"]]
-    out = {"delays": [d["delay"] for d in per_delay], "ranks": sorted(set(ranks), reverse=True),
-           "per_delay": per_delay}
+    out = {"delays": [d["delay"] for d in per_delay], "ranks": sorted(set(ranks), reverse=True), "per_delay": per_delay}
     for how in ("linear", "saturated"):
-        out[f"pearson_recall_drift_{how}"] = pearson([r[f"window_drift_{how}"] for r in rows],
-                                                     [r["window_drift_measured"] for r in rows])
-        out[f"pearson_recall_accuracy_{how}"] = pearson([r[f"metric_{how}"] for r in rows],
-                                                        [r["metric_measured"] for r in rows])
+        out[f"pearson_recall_drift_{how}"] = pearson(
+            [r[f"window_drift_{how}"] for r in rows], [r["window_drift_measured"] for r in rows]
+        )
+        out[f"pearson_recall_accuracy_{how}"] = pearson(
+            [r[f"metric_{how}"] for r in rows], [r["metric_measured"] for r in rows]
+        )
     return out

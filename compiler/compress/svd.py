@@ -3,11 +3,8 @@
 Each recurrent matrix ``U`` (N, N) (``u`` for the RNN, ``u_f`` and ``u_h`` for the MGU) is
 replaced by ``LowRank(a, b, sigma)`` with ``U ≈ a @ b``:
 
-* balanced (default): ``a = P_r Σ_r^½``, ``b = Σ_r^½ Q_rᵀ`` — both factors have the same scale,
-  which gives them similar dynamic ranges for fixed point;
-* unbalanced: ``a = P_r Σ_r``, ``b = Q_rᵀ`` (orthonormal rows in ``b``).
-
-Both give the same product, so the float behaviour is identical; only quantization differs.
+balanced (default) or unbalanced factors (:mod:`stapes.ir.lowrank`, which owns the factor
+algebra). Both give the same product, so the float behaviour is identical; only quantization differs.
 
 Cost: a dense step costs N² MACs per matrix, a low-rank one ``N r + r N = 2 N r`` (``z = b h``
 then ``a z``). Low rank saves MACs only when ``r < N/2``; :func:`recurrent_cost` says so.
@@ -18,8 +15,9 @@ multiplies ``h`` while ``U_h`` multiplies ``f ⊙ h``, so ``b h`` and ``b (f ⊙
 different products every step.
 
 Rank policies (:class:`RankPolicy`): a fixed rank, an energy fraction, a maximum relative
-spectral or Frobenius error, or a maximum predicted metric drop (first-order perturbation
-model, :mod:`stapes.compress.perturbation`).
+spectral or Frobenius error, or a maximum predicted metric drop. The last one needs the task and
+the first-order perturbation model, so :mod:`stapes.compress.degradation` applies it; this module
+depends on neither.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ import numpy as np
 
 from stapes.errors import UserError
 from stapes.ir.float_graph import FloatGraph, LowRank, Matrix, MGUCell, dense
+from stapes.ir.lowrank import check_rank, svd, truncated_factors
 
 POLICY_KINDS = ("rank", "energy", "spectral", "frobenius", "degradation")
 
@@ -43,8 +42,8 @@ class RankPolicy:
     * ``spectral``: the smallest r with ``σ_{r+1} / σ_1 ≤ value`` (relative 2-norm error).
     * ``frobenius``: the smallest r with ``sqrt(Σ_{i>r} σ_i²) / ‖U‖_F ≤ value``.
     * ``degradation``: the smallest common rank whose first-order *predicted* task metric is
-      within ``value`` of the uncompressed one (needs the graph's task; see
-      :func:`rank_for_degradation`).
+      within ``value`` of the uncompressed one (needs the graph's task, so it is applied by
+      :func:`stapes.compress.degradation.compress_with_policy`, not here).
     """
 
     kind: str
@@ -65,56 +64,16 @@ class RankPolicy:
         return {"kind": self.kind, "value": self.value}
 
 
-def svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``w = p @ diag(s) @ qt`` with s descending (float64)."""
-    return np.linalg.svd(np.asarray(w, dtype=np.float64), full_matrices=False)
-
-
-def _factors(p, s, qt, rank: int, balanced: bool) -> tuple[np.ndarray, np.ndarray]:
-    if balanced:
-        root = np.sqrt(s[:rank])
-        return p[:, :rank] * root, root[:, None] * qt[:rank]
-    return p[:, :rank] * s[:rank], qt[:rank].copy()
-
-
-def svd_factors(w: np.ndarray, rank: int, balanced: bool = True) -> LowRank:
-    """The rank-`rank` truncated SVD of `w` as a LowRank (balanced factors by default).
-
-    ``‖w − a b‖₂ = σ_{rank+1}`` and ``‖w − a b‖_F = sqrt(Σ_{i>rank} σ_i²)`` (Eckart–Young).
-    """
-    w = np.asarray(w, dtype=np.float64)
-    _check_rank(rank, min(w.shape))
-    p, s, qt = svd(w)
-    a, b = _factors(p, s, qt, rank, balanced)
-    return LowRank(a, b, s[:rank])
-
-
-def rebalanced(a: np.ndarray, b: np.ndarray) -> LowRank:
-    """Balanced SVD factors (σ descending) of the same product ``a @ b``, from the thin factors
-    alone: QR of ``a`` and ``bᵀ``, then the SVD of the r×r core (float64)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    qa, ra = np.linalg.qr(a)
-    qb, rb = np.linalg.qr(b.T)
-    p, s, vt = np.linalg.svd(ra @ rb.T)
-    root = np.sqrt(s)
-    return LowRank((qa @ p) * root, root[:, None] * (vt @ qb.T), s)
-
-
-def _check_rank(rank, n: int) -> None:
-    if int(rank) != rank or not 1 <= rank <= n:
-        raise UserError(f"rank {rank} is outside 1..{n}")
-
-
 def choose_rank(sigma: np.ndarray, policy: RankPolicy) -> int:
     """The rank a spectrum-based policy picks for singular values `sigma` (descending)."""
     s = np.asarray(sigma, dtype=np.float64)
     n = s.shape[0]
     if policy.kind == "rank":
-        _check_rank(policy.value, n)
+        check_rank(policy.value, n)
         return int(policy.value)
     if policy.kind == "degradation":
-        raise UserError("the degradation policy needs the graph and its task: use rank_for_degradation")
-    energy = s ** 2
+        raise UserError("the degradation policy needs the graph and its task: use stapes.compress.degradation")
+    energy = s**2
     total = energy.sum()
     if total == 0:
         return 1
@@ -136,26 +95,27 @@ def truncation_errors(sigma: np.ndarray, rank: int) -> dict:
     s = np.asarray(sigma, dtype=np.float64)
     spec = float(s[rank]) if rank < s.shape[0] else 0.0
     frob = float(np.sqrt(np.sum(s[rank:] ** 2)))
-    fnorm = float(np.sqrt(np.sum(s ** 2)))
-    return {"spectral": spec, "frobenius": frob,
-            "spectral_rel": spec / float(s[0]) if s[0] > 0 else 0.0,
-            "frobenius_rel": frob / fnorm if fnorm > 0 else 0.0,
-            "energy_kept": 1.0 - (frob / fnorm) ** 2 if fnorm > 0 else 1.0}
+    fnorm = float(np.sqrt(np.sum(s**2)))
+    return {
+        "spectral": spec,
+        "frobenius": frob,
+        "spectral_rel": spec / float(s[0]) if s[0] > 0 else 0.0,
+        "frobenius_rel": frob / fnorm if fnorm > 0 else 0.0,
+        "energy_kept": 1.0 - (frob / fnorm) ** 2 if fnorm > 0 else 1.0,
+    }
 
 
-def compress_graph(graph: FloatGraph, policy: RankPolicy, *, joint: bool = False,
-                   balanced: bool = True, data=None) -> FloatGraph:
+def compress_graph(graph: FloatGraph, policy: RankPolicy, *, joint: bool = False, balanced: bool = True) -> FloatGraph:
     """A copy of `graph` whose recurrent matrices are truncated-SVD LowRank factors.
 
     Matrices are factored separately (each gets the rank `policy` picks for its own spectrum),
     or, for an MGU with ``joint=True``, as the stacked ``[U_f; U_h]`` sharing one ``b`` factor.
     A matrix that is already LowRank is re-factored from its dense value. The graph's
-    provenance gains a ``compress`` entry (policy, ranks, errors). `data` (a task Batch) is
-    only used by the ``degradation`` policy (default: the task's validation split).
+    provenance gains a ``compress`` entry (policy, ranks, errors). Every policy but
+    ``degradation``, which needs the task (:mod:`stapes.compress.degradation`).
     """
     if policy.kind == "degradation":
-        rank = rank_for_degradation(graph, policy.value, joint=joint, data=data)
-        return compress_graph(graph, RankPolicy("rank", rank), joint=joint, balanced=balanced)
+        raise UserError("the degradation policy needs the graph's task: use stapes.compress.degradation")
     mats = {k: dense(m) for k, m in graph.cell.recurrent().items()}
     new: dict[str, LowRank] = {}
     report: dict[str, dict] = {}
@@ -165,14 +125,14 @@ def compress_graph(graph: FloatGraph, policy: RankPolicy, *, joint: bool = False
         n = graph.hidden_size
         p, s, qt = svd(np.vstack([mats["u_f"], mats["u_h"]]))
         r = choose_rank(s, policy)
-        a, b = _factors(p, s, qt, r, balanced)
+        a, b = truncated_factors(p, s, qt, r, balanced)
         new["u_f"], new["u_h"] = LowRank(a[:n], b, s[:r]), LowRank(a[n:], b, s[:r])
         report["u_f+u_h"] = {"rank": r, **truncation_errors(s, r)}
     else:
         for name, w in mats.items():
             p, s, qt = svd(w)
             r = choose_rank(s, policy)
-            new[name] = LowRank(*_factors(p, s, qt, r, balanced), s[:r])
+            new[name] = LowRank(*truncated_factors(p, s, qt, r, balanced), s[:r])
             report[name] = {"rank": r, **truncation_errors(s, r)}
     cell = type(graph.cell)(**{**_cell_fields(graph.cell), **new})
     info = {"policy": policy.describe(), "joint": joint, "balanced": balanced, "matrices": report}
@@ -188,35 +148,8 @@ def with_rank(graph: FloatGraph, rank: int, *, joint: bool = False, balanced: bo
     return compress_graph(graph, RankPolicy("rank", rank), joint=joint, balanced=balanced)
 
 
-def rank_for_degradation(graph: FloatGraph, max_drop: float, *, joint: bool = False, data=None) -> int:
-    """The smallest common rank whose first-order predicted metric drop is ≤ `max_drop`.
-
-    The prediction linearises the cell along the uncompressed trajectory
-    (:func:`stapes.compress.perturbation.predicted_metric`), so no compressed model is ever run.
-    Ranks are scanned by bisection, assuming the predicted drop shrinks as rank grows.
-    """
-    from stapes.compress import perturbation
-
-    task, batch = perturbation.task_and_batch(graph, data)
-    base = perturbation.metric_of(task, graph, batch)
-    mats = {k: dense(m) for k, m in graph.cell.recurrent().items()}
-
-    def drop(r: int) -> float:
-        lowrank = with_rank(graph, r, joint=joint).cell.recurrent()
-        deltas = {k: dense(lowrank[k]) - mats[k] for k in mats}
-        return base - perturbation.predicted_metric(graph, deltas, batch, task)
-
-    lo, hi = 1, graph.hidden_size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if drop(mid) <= max_drop:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
 # ---- cost accounting ------------------------------------------------------------------------
+
 
 def matrix_cost(m: Matrix) -> dict:
     """MACs per step and parameters of one recurrent matrix, with its dense equivalent."""
@@ -227,13 +160,17 @@ def matrix_cost(m: Matrix) -> dict:
     else:
         n, k = m.shape
         r, macs, params = None, n * k, n * k
-    return {"rank": r, "shape": [n, k], "macs": macs, "params": params, "dense_macs": n * k,
-            "dense_params": n * k}
+    return {"rank": r, "shape": [n, k], "macs": macs, "params": params, "dense_macs": n * k, "dense_params": n * k}
 
 
 def _shares_b(cell) -> bool:
-    return (isinstance(cell, MGUCell) and isinstance(cell.u_f, LowRank) and isinstance(cell.u_h, LowRank)
-            and cell.u_f.b.shape == cell.u_h.b.shape and np.array_equal(cell.u_f.b, cell.u_h.b))
+    return (
+        isinstance(cell, MGUCell)
+        and isinstance(cell.u_f, LowRank)
+        and isinstance(cell.u_h, LowRank)
+        and cell.u_f.b.shape == cell.u_h.b.shape
+        and np.array_equal(cell.u_f.b, cell.u_h.b)
+    )
 
 
 def recurrent_cost(graph: FloatGraph) -> dict:
@@ -259,12 +196,17 @@ def recurrent_cost(graph: FloatGraph) -> dict:
     per_step_readout = readout_macs if graph.readout.mode == "per_step" else 0
     other_params = gates * (n * graph.input_size + n) + graph.output_size * (n + 1)
     out = {
-        "hidden_size": n, "matrices": mats, "joint_shared_b": shared,
-        "recurrent_macs": rec_macs, "recurrent_macs_dense": dense_rec,
-        "recurrent_params": rec_params, "recurrent_params_dense": dense_rec,
+        "hidden_size": n,
+        "matrices": mats,
+        "joint_shared_b": shared,
+        "recurrent_macs": rec_macs,
+        "recurrent_macs_dense": dense_rec,
+        "recurrent_params": rec_params,
+        "recurrent_params_dense": dense_rec,
         "step_macs": input_macs + rec_macs + per_step_readout,
         "step_macs_dense": input_macs + dense_rec + per_step_readout,
-        "params": other_params + rec_params, "params_dense": other_params + dense_rec,
+        "params": other_params + rec_params,
+        "params_dense": other_params + dense_rec,
     }
     out["mac_saving"] = 1.0 - rec_macs / dense_rec
     out["param_saving"] = 1.0 - rec_params / dense_rec
@@ -279,12 +221,17 @@ def _statement(mats: dict, n: int, shared: bool) -> str:
         if r is None:
             parts.append(f"{name}: dense, {c['macs']} MACs/step")
         elif 2 * r >= n:
-            parts.append(f"{name}: rank {r} >= N/2 = {n / 2:g}, low rank saves nothing "
-                         f"({c['macs']} MACs/step vs {c['dense_macs']} dense); keep it dense")
+            parts.append(
+                f"{name}: rank {r} >= N/2 = {n / 2:g}, low rank saves nothing "
+                f"({c['macs']} MACs/step vs {c['dense_macs']} dense); keep it dense"
+            )
         else:
-            parts.append(f"{name}: rank {r}, {c['macs']} MACs/step vs {c['dense_macs']} dense "
-                         f"({100 * (1 - c['macs'] / c['dense_macs']):.0f}% fewer)")
+            parts.append(
+                f"{name}: rank {r}, {c['macs']} MACs/step vs {c['dense_macs']} dense "
+                f"({100 * (1 - c['macs'] / c['dense_macs']):.0f}% fewer)"
+            )
     if shared:
-        parts.append("u_f and u_h share one b factor: fewer parameters, the same MACs "
-                     "(u_h multiplies f*h, u_f multiplies h)")
+        parts.append(
+            "u_f and u_h share one b factor: fewer parameters, the same MACs (u_h multiplies f*h, u_f multiplies h)"
+        )
     return "; ".join(parts)

@@ -1,24 +1,27 @@
 """QGraph -> <prefix>.h / <prefix>.c: const tables and one stp_model_t, formatting only.
 
-Every number was decided by quantize.py; this module prints them. The generated functions are
-thin wrappers of the runtime's stp_model_step / stp_model_run (runtime_c/src/stp_cell.c).
-Output is byte-identical for the same QGraph and prefix (no dates, no paths, sorted order).
+Every number was decided by quantize.py, and which array goes in which field of the model struct
+by :mod:`stapes.emit.model_desc`; this module prints them, the struct with designated initializers.
+The generated functions are thin wrappers of the runtime's stp_model_step / stp_model_run
+(runtime_c/src/stp_cell.c). Output is byte-identical for the same QGraph and prefix (no dates,
+no paths, sorted order).
 """
 
 from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from stapes._version import __version__
-from stapes.fixed import fixedpoint as fx
+from stapes.emit.cwriter import c_array
+from stapes.emit.model_desc import CArray, Enum, ModelDesc, Struct, describe
 from stapes.errors import UserError
-from stapes.emit.cwriter import c_array, c_type
-from stapes.ir.qgraph import STATE_FRAC, QGraph, QTensor
+from stapes.fixed import fixedpoint as fx
 from stapes.fixed.reference import activation_tables, frame_ops
+from stapes.ir.contract import scratch_elements
+from stapes.ir.qgraph import STATE_FRAC, QGraph
 
 _PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+INLINE_WIDTH = 100  # a struct of scalars and pointers shorter than this stays on one line
 
 
 def check_prefix(prefix: str) -> str:
@@ -27,21 +30,42 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def _array(name: str, data: np.ndarray, comment: str) -> str:
-    flat = np.asarray(data).reshape(-1)
-    return c_array(c_type(flat.dtype), name, flat, comment)
+# ---- a model description as C -----------------------------------------------------------------
 
 
-def _tensor_comment(t: QTensor) -> str:
-    shape = " x ".join(str(s) for s in t.shape)
-    return f"{t.name}: ({shape}) {t.fmt.describe()}"
+def c_arrays(desc: ModelDesc, prefix: str) -> list[str]:
+    """One ``static const`` definition per array of `desc`, named ``<prefix>_<name>``, with its comment."""
+    return [c_array(a.ctype, f"{prefix}_{a.name}", a.data, a.comment or None) for a in desc.arrays]
 
 
-def _mat(ref: str | None, t: QTensor | None, rows: int = 0, cols: int = 0) -> str:
-    if t is None:
-        return "{0, 0, 0, 0}"
-    w8, w16 = (ref, "0") if t.data.dtype == np.int8 else ("0", ref)
-    return f"{{{w8}, {w16}, {t.shape[0]}, {t.shape[1]}}}"
+def _c_value(value, prefix: str, indent: str) -> str:
+    if isinstance(value, Struct):
+        return c_initializer(value, prefix, indent)
+    if isinstance(value, CArray):
+        return f"{prefix}_{value.name}"
+    return value.name if isinstance(value, Enum) else str(int(value))
+
+
+def c_initializer(struct: Struct, prefix: str, indent: str = "") -> str:
+    """The designated initializer of `struct` (``{.field = value, ...}``); fields it does not list
+    are left out, so C zeroes them. Nested structs of scalars stay on one line, others get one
+    field a line."""
+    if not any(isinstance(v, Struct) for _, v in struct.fields):
+        inline = "{" + ", ".join(f".{k} = {_c_value(v, prefix, indent)}" for k, v in struct.fields) + "}"
+        if len(indent) + len(inline) <= INLINE_WIDTH:
+            return inline
+    inner = indent + "    "
+    rows = [f"{inner}.{k} = {_c_value(v, prefix, inner)}," for k, v in struct.fields]
+    return "\n".join(["{", *rows, indent + "}"])
+
+
+def c_definition(desc: ModelDesc, prefix: str, declaration: str) -> str:
+    """The arrays of `desc` and ``<declaration> = <its stp_model_t>;``, e.g. with
+    `declaration` ``static const stp_model_t kws_model``."""
+    return "\n\n".join([*c_arrays(desc, prefix), f"{declaration} = {c_initializer(desc.model, prefix)};"])
+
+
+# ---- the generated files ----------------------------------------------------------------------
 
 
 def summary(q: QGraph) -> dict:
@@ -56,28 +80,37 @@ def summary(q: QGraph) -> dict:
         flash += g.x_shift.nbytes + g.h_shift.nbytes + (g.u.z_shift.nbytes if g.lowrank else 0)
     flash += q.readout.w.data.nbytes + q.readout.bias.data.nbytes + q.readout.shift.nbytes
     tables = len(activation_tables(q)) * fx.LUT_SIZE * 2
-    scratch = (3 * n if q.kind == "mgu" else n) + q.rank
-    return {"macs_per_frame": macs, "macs_per_frame_dense": dense, "weight_bytes": flash,
-            "table_bytes": tables, "state_bytes": 2 * n, "scratch_bytes": 2 * scratch,
-            "scratch_size": scratch}
+    scratch = scratch_elements(q.kind, n, q.rank)
+    return {
+        "macs_per_frame": macs,
+        "macs_per_frame_dense": dense,
+        "weight_bytes": flash,
+        "table_bytes": tables,
+        "state_bytes": 2 * n,
+        "scratch_bytes": 2 * scratch,
+        "scratch_size": scratch,
+    }
 
 
 def _header(q: QGraph, prefix: str) -> str:
     s = summary(q)
-    lines = [f"/* generated by stapes {__version__} (compiler/emit_c.py) -- do not edit",
-             f" * model hash: sha256:{q.content_hash()}",
-             f" * cell: {q.kind}, input {q.input_size}, hidden {q.hidden_size}, output {q.output_size}, "
-             f"readout {q.readout.mode}/{q.readout.activation}, weights int{q.weight_bits}",
-             f" * formats: input {q.input_fmt.describe()}, state int16 frac {STATE_FRAC}, "
-             f"output {q.readout.out_fmt.describe()}"]
+    lines = [
+        f"/* generated by stapes {__version__} (stapes.emit.model_c) -- do not edit",
+        f" * model hash: sha256:{q.content_hash()}",
+        f" * cell: {q.kind}, input {q.input_size}, hidden {q.hidden_size}, output {q.output_size}, "
+        f"readout {q.readout.mode}/{q.readout.activation}, weights int{q.weight_bits}",
+        f" * formats: input {q.input_fmt.describe()}, state int16 frac {STATE_FRAC}, "
+        f"output {q.readout.out_fmt.describe()}",
+    ]
     for g in q.gate_list():
-        rec = (f"low-rank r={g.rank} z int16 frac {g.u.z_fmt.frac}" if g.lowrank else "dense")
-        lines.append(f" *   gate {g.name} ({g.activation}, pre-activation int16 frac {g.pre_frac}): "
-                     f"recurrent {rec}")
-    lines += [f" * per frame: {s['macs_per_frame']} MACs (all-dense recurrent: {s['macs_per_frame_dense']})",
-              f" * bytes: weights {s['weight_bytes']}, tables {s['table_bytes']}, "
-              f"state {s['state_bytes']}, scratch {s['scratch_bytes']}",
-              " */"]
+        rec = f"low-rank r={g.rank} z int16 frac {g.u.z_fmt.frac}" if g.lowrank else "dense"
+        lines.append(f" *   gate {g.name} ({g.activation}, pre-activation int16 frac {g.pre_frac}): recurrent {rec}")
+    lines += [
+        f" * per frame: {s['macs_per_frame']} MACs (all-dense recurrent: {s['macs_per_frame_dense']})",
+        f" * bytes: weights {s['weight_bytes']}, tables {s['table_bytes']}, "
+        f"state {s['state_bytes']}, scratch {s['scratch_bytes']}",
+        " */",
+    ]
     return "\n".join(lines)
 
 
@@ -96,11 +129,11 @@ def _emit_h(q: QGraph, prefix: str) -> str:
 #define {P}_OUTPUT_SIZE {q.output_size}
 #define {P}_RANK_MAX {q.rank}          /* 0: dense recurrent matrices */
 #define {P}_STATE_SIZE {q.hidden_size}         /* int16 elements, caller-owned, persists across frames */
-#define {P}_SCRATCH_SIZE {s['scratch_size']}       /* int16 elements, caller-owned, free between calls */
+#define {P}_SCRATCH_SIZE {s["scratch_size"]}       /* int16 elements, caller-owned, free between calls */
 #define {P}_INPUT_FRAC {q.input_fmt.frac}          /* x = round(x_float * 2^frac), int16 */
 #define {P}_OUTPUT_FRAC {q.readout.out_fmt.frac}         /* y_float = y / 2^frac */
 #define {P}_FINAL_READOUT {1 if q.readout.mode == "final" else 0}
-#define {P}_MACS_PER_FRAME {s['macs_per_frame']}
+#define {P}_MACS_PER_FRAME {s["macs_per_frame"]}
 
 /* Zero the state (start of a stream). */
 void {p}_reset(int16_t *state);
@@ -119,70 +152,42 @@ int {p}_run(const int16_t *x, int steps, int16_t *state, int16_t *y, int16_t *st
 
 def _emit_c(q: QGraph, prefix: str) -> str:
     p, P = prefix, prefix.upper()
-    parts = [_header(q, prefix), f'#include "{p}.h"', '#include "stp_model.h"', "",
-             "#if STP_RUNTIME_VERSION != 1",
-             f'#error "{p}: generated for stapes runtime version 1"',
-             "#endif",
-             f"#if STP_LUT_STEP_BITS != {fx.LUT_STEP_BITS}",
-             f'#error "{p}: tables generated for {fx.LUT_STEP_BITS}-bit interpolation steps"',
-             "#endif",
-             f"#if {P}_SCRATCH_SIZE != {'3 * ' if q.kind == 'mgu' else ''}{P}_HIDDEN_SIZE + {P}_RANK_MAX",
-             f'#error "{p}: scratch size does not match the cell"',
-             "#endif", ""]
-    tables = activation_tables(q)
-    for name, table in tables.items():
-        parts.append(_array(f"{p}_{name}_table", table,
-                            f"{name} table: {fx.LUT_SIZE} int16 Q0.15 values at inputs (j * 64 - 32768) / "
-                            f"2^{fx.TABLE_INPUT_FRAC[name]}, j = 0..{fx.LUT_SIZE - 1}"))
-        parts.append("")
-    gate_structs = {}
-    for g in q.gate_list():
-        gp = f"{p}_{g.name}"
-        parts += [_array(f"{gp}_w", g.w.data, _tensor_comment(g.w)), ""]
-        if g.lowrank:
-            parts += [_array(f"{gp}_ub", g.u.b.data, _tensor_comment(g.u.b)), "",
-                      _array(f"{gp}_ua", g.u.a.data, _tensor_comment(g.u.a)), "",
-                      _array(f"{gp}_z_shift", g.u.z_shift,
-                             f"({g.rank},) B h -> z int16 frac {g.u.z_fmt.frac}, sigma descending"), ""]
-            u, b, a, zs = "{0, 0, 0, 0}", _mat(f"{gp}_ub", g.u.b), _mat(f"{gp}_ua", g.u.a), f"{gp}_z_shift"
-        else:
-            parts += [_array(f"{gp}_u", g.u.data, _tensor_comment(g.u)), ""]
-            u, b, a, zs = _mat(f"{gp}_u", g.u), "{0, 0, 0, 0}", "{0, 0, 0, 0}", "0"
-        parts += [_array(f"{gp}_x_shift", g.x_shift, f"({q.hidden_size},) W x -> pre-activation frac {g.pre_frac}"),
-                  "",
-                  _array(f"{gp}_h_shift", g.h_shift, f"({q.hidden_size},) recurrent -> pre-activation frac {g.pre_frac}"),
-                  "",
-                  _array(f"{gp}_bias", g.bias.data, _tensor_comment(g.bias)), ""]
-        gate_structs[g.name] = (f"{{{_mat(f'{gp}_w', g.w)}, {u}, {b}, {a}, {zs}, {gp}_x_shift, "
-                                f"{gp}_h_shift, {gp}_bias, {p}_{g.activation}_table}}")
-    r = q.readout
-    parts += [_array(f"{p}_readout_w", r.w.data, _tensor_comment(r.w)), "",
-              _array(f"{p}_readout_shift", r.shift, f"({q.output_size},) V h -> pre frac {r.pre_frac}"), "",
-              _array(f"{p}_readout_bias", r.bias.data, _tensor_comment(r.bias)), ""]
-    empty_gate = "{{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, 0, 0, 0, 0, 0}"
-    table = f"{p}_sigmoid_table" if r.activation == "sigmoid" else "0"
-    mode = "STP_READOUT_FINAL" if r.mode == "final" else "STP_READOUT_PER_STEP"
-    parts += [f"static const stp_model_t {p}_model = {{",
-              f"    {'STP_CELL_MGU' if q.kind == 'mgu' else 'STP_CELL_RNN'},",
-              f"    {P}_INPUT_SIZE, {P}_HIDDEN_SIZE, {P}_OUTPUT_SIZE, {P}_RANK_MAX,",
-              f"    {gate_structs.get('f', empty_gate)},",
-              f"    {gate_structs['h']},",
-              f"    {{{_mat(f'{p}_readout_w', r.w)}, {p}_readout_shift, {p}_readout_bias, {table}, {mode}}}",
-              "};", "",
-              f"void {p}_reset(int16_t *state) {{ stp_reset_s16(state, {P}_STATE_SIZE); }}", "",
-              f"void {p}_step(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch)",
-              "{",
-              f"    (void)stp_model_step(&{p}_model, x, state, y, scratch, 0);",
-              "}", "",
-              f"int {p}_step_rank(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch, int rank)",
-              "{",
-              f"    return stp_model_step(&{p}_model, x, state, y, scratch, rank);",
-              "}", "",
-              f"int {p}_run(const int16_t *x, int steps, int16_t *state, int16_t *y, int16_t *states,",
-              f"{' ' * (len(p) + 9)}int16_t *scratch, int rank)",
-              "{",
-              f"    return stp_model_run(&{p}_model, x, steps, state, y, states, scratch, rank);",
-              "}", ""]
+    parts = [
+        _header(q, prefix),
+        f'#include "{p}.h"',
+        '#include "stp_model.h"',
+        "",
+        "#if STP_RUNTIME_VERSION != 1",
+        f'#error "{p}: generated for stapes runtime version 1"',
+        "#endif",
+        f"#if STP_LUT_STEP_BITS != {fx.LUT_STEP_BITS}",
+        f'#error "{p}: tables generated for {fx.LUT_STEP_BITS}-bit interpolation steps"',
+        "#endif",
+        f"#if {P}_SCRATCH_SIZE != {summary(q)['scratch_size']}",
+        f'#error "{p}: scratch size does not match the cell (stp_model_scratch_size)"',
+        "#endif",
+        "",
+        c_definition(describe(q), p, f"static const stp_model_t {p}_model"),
+        "",
+        f"void {p}_reset(int16_t *state) {{ stp_reset_s16(state, {P}_STATE_SIZE); }}",
+        "",
+        f"void {p}_step(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch)",
+        "{",
+        f"    (void)stp_model_step(&{p}_model, x, state, y, scratch, 0);",
+        "}",
+        "",
+        f"int {p}_step_rank(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch, int rank)",
+        "{",
+        f"    return stp_model_step(&{p}_model, x, state, y, scratch, rank);",
+        "}",
+        "",
+        f"int {p}_run(const int16_t *x, int steps, int16_t *state, int16_t *y, int16_t *states,",
+        f"{' ' * (len(p) + 9)}int16_t *scratch, int rank)",
+        "{",
+        f"    return stp_model_run(&{p}_model, x, steps, state, y, states, scratch, rank);",
+        "}",
+        "",
+    ]
     return "\n".join(parts)
 
 

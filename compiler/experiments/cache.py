@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from stapes._version import __version__
 from stapes.fsutil import atomic_dir, write_json
@@ -21,8 +21,11 @@ SUITE_VERSION = 1
 
 def run_key(kind: str, params: dict) -> str:
     """A stable hash of what determines a run's result."""
-    blob = json.dumps({"kind": kind, "params": params, "stapes": __version__, "suite": SUITE_VERSION},
-                      sort_keys=True, separators=(",", ":"))
+    blob = json.dumps(
+        {"kind": kind, "params": params, "stapes": __version__, "suite": SUITE_VERSION},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -45,8 +48,9 @@ class RunCache:
             return json.loads(path.read_text())["result"]
         self.stats["results_computed"] += 1
         value = compute()
-        write_json(path, {"kind": kind, "params": params, "stapes": __version__,
-                          "suite": SUITE_VERSION, "result": value})
+        write_json(
+            path, {"kind": kind, "params": params, "stapes": __version__, "suite": SUITE_VERSION, "result": value}
+        )
         return value
 
     def model_path(self, kind: str, params: dict) -> Path:
@@ -65,6 +69,7 @@ class RunCache:
         self.stats["models_trained"] += 1
         with atomic_dir(path) as tmp:
             build(tmp)
-            write_json(tmp / "params.json", {"kind": kind, "params": params, "stapes": __version__,
-                                             "suite": SUITE_VERSION})
+            write_json(
+                tmp / "params.json", {"kind": kind, "params": params, "stapes": __version__, "suite": SUITE_VERSION}
+            )
         return path

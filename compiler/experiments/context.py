@@ -23,6 +23,7 @@ class Context:
     def save_figure(self, fig, name: str) -> str:
         """Save a matplotlib figure as figures/<name>.png (atomically); return its report path."""
         import matplotlib.pyplot as plt
+
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
@@ -33,6 +34,7 @@ class Context:
 def describe(e: Exception) -> str:
     """One line naming the exception and where it was raised (the report must say what broke)."""
     import traceback
+
     frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
     where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
     return f"{type(e).__name__}: {e}{where}".replace("\n", " ")

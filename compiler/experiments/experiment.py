@@ -25,11 +25,11 @@ class Section:
     id: str
     title: str
     claim: str
-    verdict: str                      # one of VERDICTS
-    reason: str                       # one line: the measured figure behind the verdict
-    body: str = ""                    # Markdown (tables, notes)
-    figures: list[str] = field(default_factory=list)   # paths relative to the report folder
-    numbers: dict = field(default_factory=dict)        # every number, for results.json
+    verdict: str  # one of VERDICTS
+    reason: str  # one line: the measured figure behind the verdict
+    body: str = ""  # Markdown (tables, notes)
+    figures: list[str] = field(default_factory=list)  # paths relative to the report folder
+    numbers: dict = field(default_factory=dict)  # every number, for results.json
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -38,14 +38,14 @@ class Section:
 
 @dataclass(frozen=True)
 class Experiment:
-    id: str                                   # "R1", ...
+    id: str  # "R1", ...
     title: str
-    claim: str                                # the paper's claim, in one sentence
+    claim: str  # the paper's claim, in one sentence
     units: Callable[[Settings], list[dict]]
     compute: Callable[[Context, dict], dict]
     summarize: Callable[[Context, list[tuple[dict, dict]]], Section]
-    cache_kind: str = ""                      # experiments sharing a computation share its cache
-    compute_version: int = 1                  # bump when `compute` changes what it returns
+    cache_kind: str = ""  # experiments sharing a computation share its cache
+    compute_version: int = 1  # bump when `compute` changes what it returns
 
     @property
     def kind(self) -> str:

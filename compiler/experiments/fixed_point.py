@@ -14,14 +14,16 @@ def _quantized_run(graph, bits: int, n: int, rank: int | None) -> dict:
     from stapes.tasks.evaluate import eval_batch, metrics_from_outputs
 
     task, batch = eval_batch(graph.task, "test", n)
-    calib = task.sample("val", n, seed=CALIBRATION_SEED)       # ranges from validation data, never test
+    calib = task.sample("val", n, seed=CALIBRATION_SEED)  # ranges from validation data, never test
     q = quantize_graph(graph, calib_x=calib.x, weights=f"int{bits}")
     result = run_reference(q, quantize_input(q, batch.x), rank=rank)
     outputs = dequantize_output(q, result.outputs)
     frames = batch.x.shape[0] * batch.x.shape[1]
-    return {"metric_name": task.primary_metric,
-            "metric": metrics_from_outputs(task, outputs, batch)[task.primary_metric],
-            "macs": result.ops["mac"] / frames}
+    return {
+        "metric_name": task.primary_metric,
+        "metric": metrics_from_outputs(task, outputs, batch)[task.primary_metric],
+        "macs": result.ops["mac"] / frames,
+    }
 
 
 def fixed_point_metric(graph, bits: int, n: int) -> float:
@@ -50,8 +52,13 @@ def run_c_at_ranks(lowrank_graph, ranks: list[int], n: int, bits: int = 16) -> l
     for r in ranks:
         y, states, ops = run_c(q, x_q, rank=r, module=module)
         ref = run_reference(q, x_q, rank=r)
-        rows.append({"rank": r, "metric_name": task.primary_metric,
-                     "metric": metrics_from_outputs(task, dequantize_output(q, y), batch)[task.primary_metric],
-                     "macs": ops["mac"] / frames,
-                     "bit_exact": bool(np.array_equal(y, ref.outputs) and np.array_equal(states, ref.states))})
+        rows.append(
+            {
+                "rank": r,
+                "metric_name": task.primary_metric,
+                "metric": metrics_from_outputs(task, dequantize_output(q, y), batch)[task.primary_metric],
+                "macs": ops["mac"] / frames,
+                "bit_exact": bool(np.array_equal(y, ref.outputs) and np.array_equal(states, ref.states)),
+            }
+        )
     return rows

@@ -37,7 +37,7 @@ def prefill(out: Path, settings: Settings, plan: list, workers: int, progress: b
             seen.add(path)
             models.append(spec)
     units, pending = [], set()
-    for exp, unit in plan:      # experiments that share a computation (R3-R5) share its cache entry
+    for exp, unit in plan:  # experiments that share a computation (R3-R5) share its cache entry
         path = cache.result_path(exp.kind, exp.unit_key(unit))
         if path not in pending and not path.is_file():
             pending.add(path)
@@ -45,21 +45,28 @@ def prefill(out: Path, settings: Settings, plan: list, workers: int, progress: b
     failures: list[str] = []
     done = {"models": 0, "runs": 0}
     saved = {name: os.environ.get(name) for name in _SINGLE_THREAD_ENV}
-    os.environ.update({name: "1" for name in _SINGLE_THREAD_ENV})   # inherited by the spawned workers
+    os.environ.update({name: "1" for name in _SINGLE_THREAD_ENV})  # inherited by the spawned workers
     pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
     try:
-        for phase, jobs in (("models", [(_train_one, str(cache.root), spec) for spec in models]),
-                            ("runs", [(_compute_one, str(out), settings, exp_id, unit) for exp_id, unit in units])):
+        for phase, jobs in (
+            ("models", [(_train_one, str(cache.root), spec) for spec in models]),
+            ("runs", [(_compute_one, str(out), settings, exp_id, unit) for exp_id, unit in units]),
+        ):
             results = pool.imap_unordered(_run_job, jobs)
-            for error in tqdm(results, total=len(jobs), desc=f"stapes paper: {phase}", unit=phase[:-1],
-                              disable=not progress or not jobs):
+            for error in tqdm(
+                results,
+                total=len(jobs),
+                desc=f"stapes paper: {phase}",
+                unit=phase[:-1],
+                disable=not progress or not jobs,
+            ):
                 if error is not None:
                     failures.append(error)
                 else:
                     done[phase] += 1
         pool.close()
     except BaseException:
-        pool.terminate()   # Ctrl-C: stop the workers now; every cache entry is atomic, so none is half-written
+        pool.terminate()  # Ctrl-C: stop the workers now; every cache entry is atomic, so none is half-written
         raise
     finally:
         pool.join()
@@ -82,7 +89,8 @@ def _init_worker() -> None:
 
     import torch
     from tqdm import tqdm
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle (it terminates the pool)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it terminates the pool)
     # tqdm's default lock holds a multiprocessing semaphore, which a terminated worker would leak
     # (and the resource tracker would warn about); the worker's bars never leave the process.
     tqdm.set_lock(threading.RLock())
@@ -91,6 +99,7 @@ def _init_worker() -> None:
 
 def _train_one(cache_root: str, spec: dict) -> str | None:
     from stapes.experiments.zoo import train_model
+
     try:
         train_model(RunCache(cache_root), spec)
     except Exception as e:  # noqa: BLE001 - reported by the sequential pass, which retries it

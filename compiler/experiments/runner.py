@@ -15,6 +15,7 @@ from stapes.experiments.settings import Settings
 
 def select(only: list[str] | None) -> list[Experiment]:
     from stapes.errors import UserError
+
     registry = {e.id: e for e in EXPERIMENTS}
     if not only:
         return list(registry.values())
@@ -24,8 +25,14 @@ def select(only: list[str] | None) -> list[Experiment]:
     return [registry[e] for e in registry if e in only]
 
 
-def run_suite(out: Path, settings: Settings, only: list[str] | None = None,
-              progress: bool = True, log: Callable[[str], None] = print, workers: int = 1) -> dict:
+def run_suite(
+    out: Path,
+    settings: Settings,
+    only: list[str] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    workers: int = 1,
+) -> dict:
     """Run (or resume) the suite into `out`; write report.md, results.json and figures/.
     With `workers` > 1, models and runs are first computed in that many processes.
     Returns the results dictionary that results.json holds."""
@@ -42,6 +49,7 @@ def run_suite(out: Path, settings: Settings, only: list[str] | None = None,
     in_workers = {"models": 0, "runs": 0}
     if workers > 1 and plan:
         from stapes.experiments.parallel import prefill
+
         in_workers = prefill(ctx.out, settings, plan, workers, progress)
         for failure in in_workers["failures"]:
             log(f"stapes paper: failed in a worker, retried here: {failure}")
@@ -62,15 +70,25 @@ def run_suite(out: Path, settings: Settings, only: list[str] | None = None,
                 continue
             except Exception as e:  # noqa: BLE001
                 errors[exp.id] = describe(e)
-        sections.append(Section(exp.id, exp.title, exp.claim, "failed", f"failed: {errors[exp.id]}",
-                                body=f"**Failed: {errors[exp.id]}.**\n", numbers={"failed": errors[exp.id]}))
-    st = ctx.cache.stats   # what the workers computed, this pass read back from the cache
+        sections.append(
+            Section(
+                exp.id,
+                exp.title,
+                exp.claim,
+                "failed",
+                f"failed: {errors[exp.id]}",
+                body=f"**Failed: {errors[exp.id]}.**\n",
+                numbers={"failed": errors[exp.id]},
+            )
+        )
+    st = ctx.cache.stats  # what the workers computed, this pass read back from the cache
     st["results_cached"] -= in_workers["runs"]
     st["results_computed"] += in_workers["runs"]
     st["models_trained"] += in_workers["models"]
     results = write_report(ctx, sections, elapsed=time.time() - t0)
     results["failed"] = sorted(errors)
-    log(f"stapes paper: {len(plan)} runs ({st['results_cached']} from the cache, {st['results_computed']} computed, "
-        f"{st['models_trained']} models trained); wrote {out / 'report.md'}")
+    log(
+        f"stapes paper: {len(plan)} runs ({st['results_cached']} from the cache, {st['results_computed']} computed, "
+        f"{st['models_trained']} models trained); wrote {out / 'report.md'}"
+    )
     return results
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -38,13 +38,14 @@ def chance_level(task: dict) -> float:
     for key in ("symbols", "classes"):
         if key in task:
             return 1.0 / task[key]
-    if task.get("name") == "kws":       # one of the keywords; the task's config does not list them
+    if task.get("name") == "kws":  # one of the keywords; the task's config does not list them
         from stapes.tasks.audio.speech import KEYWORDS
+
         return 1.0 / len(KEYWORDS)
     return 0.0
 
 
-LEARNED_SHARE = 0.25     # of the way from chance to a perfect metric
+LEARNED_SHARE = 0.25  # of the way from chance to a perfect metric
 
 
 def learned(dense: float, task: dict, metric_name: str, recall_threshold: float) -> bool:

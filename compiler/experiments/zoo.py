@@ -14,7 +14,7 @@ from stapes.experiments.settings import Settings
 # The profiles say "coherent"; the task registry (`stapes.tasks`) calls its coherent task "frequency".
 COHERENT_TASK = "frequency"
 AUDIO_TASKS = ("vad", "denoise", "kws")
-CROPPED_TASKS = ("vad", "denoise")   # streams long enough to train on crops (kws clips are 1 s)
+CROPPED_TASKS = ("vad", "denoise")  # streams long enough to train on crops (kws clips are 1 s)
 
 
 def task_config(name: str, settings: Settings, **params) -> dict:
@@ -28,10 +28,11 @@ def task_config(name: str, settings: Settings, **params) -> dict:
     return copy.deepcopy(_config_of(name, tuple(sorted(params.items()))))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _config_of(name: str, params: tuple) -> dict:
     """Memoized: building an audio task computes its features, and planning asks for each config often."""
     from stapes.tasks import make_task
+
     return make_task(name, **dict(params)).config()
 
 
@@ -39,26 +40,35 @@ def model_spec(task: dict, cell: str, hidden: int, seed: int, settings: Settings
     s = settings
     audio = task["name"] in AUDIO_TASKS
     memo = task["name"] == "memorization"
-    steps = (s.audio_train_steps or s.train_steps) if audio else (s.memo_train_steps or s.train_steps) if memo \
+    steps = (
+        (s.audio_train_steps or s.train_steps)
+        if audio
+        else (s.memo_train_steps or s.train_steps)
+        if memo
         else s.train_steps
-    train = {"steps": steps, "batch": (s.audio_batch or s.batch_size) if audio else s.batch_size,
-             "lr": s.learning_rate}
+    )
+    train = {"steps": steps, "batch": (s.audio_batch or s.batch_size) if audio else s.batch_size, "lr": s.learning_rate}
     if memo and s.memo_target is not None:
         train["target"] = s.memo_target
     return {"task": task, "cell": cell, "hidden": hidden, "seed": seed, "train": train}
 
 
 def _train_into(folder: Path, spec: dict) -> None:
-    from stapes.tasks import make_task
-    from stapes.frontend.train import TrainConfig, model_config_for, save_checkpoint, train
     from stapes.frontend.models import RecurrentModel
+    from stapes.frontend.train import TrainConfig, model_config_for, save_checkpoint, train
+    from stapes.tasks import make_task
 
     params = dict(spec["task"])
     task = make_task(params.pop("name"), **params)
     model = RecurrentModel(model_config_for(task, spec["cell"], spec["hidden"]), seed=spec["seed"])
-    cfg = TrainConfig(steps=spec["train"]["steps"], batch=spec["train"]["batch"], lr=spec["train"]["lr"],
-                      seed=spec["seed"], eval_every=max(1, min(50, spec["train"]["steps"])),
-                      target=spec["train"].get("target"))
+    cfg = TrainConfig(
+        steps=spec["train"]["steps"],
+        batch=spec["train"]["batch"],
+        lr=spec["train"]["lr"],
+        seed=spec["seed"],
+        eval_every=max(1, min(50, spec["train"]["steps"])),
+        target=spec["train"].get("target"),
+    )
     metrics = train(model, task, cfg, progress=False)
     save_checkpoint(folder, model, None, task, cfg, metrics, {"source": "stapes paper"})
 

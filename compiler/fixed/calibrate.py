@@ -2,8 +2,8 @@
 
 The quantizer uses the input and output ranges to pick their formats; pre-activations go to the
 tables' fixed input formats, the state is Q0.15 by construction and the low-rank z format comes
-from the bound Σ|B_kj| (design.md §3). The other ranges are recorded in the QGraph provenance
-(e.g. how often a pre-activation saturates the table's range).
+from the bound Σ|B_kj| (the arithmetic contract, docs/architecture.md). The other ranges are
+recorded in the QGraph provenance (e.g. how often a pre-activation saturates the table's range).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from stapes.ir.float_graph import FloatGraph, LowRank, matvec
 
 @dataclass(frozen=True)
 class Ranges:
-    source: str                      # "data" | "analytic"
-    input_max: float                 # max |x|
-    output_max: float                # max |readout before the activation|
-    pre_max: dict = field(default_factory=dict)      # gate -> max |pre-activation|
-    z_max: dict = field(default_factory=dict)        # low-rank gate -> max |B h|
+    source: str  # "data" | "analytic"
+    input_max: float  # max |x|
+    output_max: float  # max |readout before the activation|
+    pre_max: dict = field(default_factory=dict)  # gate -> max |pre-activation|
+    z_max: dict = field(default_factory=dict)  # low-rank gate -> max |B h|
     frames: int = 0
 
     def to_json(self) -> dict:
@@ -61,8 +61,7 @@ def calibrate(graph: FloatGraph, x: np.ndarray) -> Ranges:
             z_max[name] = float(np.max(np.abs(h_in[name] @ u.b.T)))
     ro = graph.readout
     out = states.reshape(-1, n) @ ro.w.T + ro.b
-    return Ranges("data", float(np.max(np.abs(x))), float(np.max(np.abs(out))), pre_max, z_max,
-                  frames=int(bsz * steps))
+    return Ranges("data", float(np.max(np.abs(x))), float(np.max(np.abs(out))), pre_max, z_max, frames=int(bsz * steps))
 
 
 def analytic_ranges(graph: FloatGraph, input_bound: float) -> Ranges:

@@ -22,10 +22,15 @@ def first_mismatch(what: str, c_values: np.ndarray, ref_values: np.ndarray) -> s
     if not bad.any():
         return None
     where = tuple(int(i) for i in np.argwhere(bad)[0])
-    pos = (f"sequence {where[0]}, step {where[1]}, index {where[2]}" if len(where) == 3
-           else f"sequence {where[0]}, index {where[1]}")
-    return (f"{what}: {int(bad.sum())} mismatching values; first at {pos}: "
-            f"C {int(c_values[where])}, reference {int(ref_values[where])}")
+    pos = (
+        f"sequence {where[0]}, step {where[1]}, index {where[2]}"
+        if len(where) == 3
+        else f"sequence {where[0]}, index {where[1]}"
+    )
+    return (
+        f"{what}: {int(bad.sum())} mismatching values; first at {pos}: "
+        f"C {int(c_values[where])}, reference {int(ref_values[where])}"
+    )
 
 
 def assert_bit_exact(c_outputs, c_states, ref) -> None:

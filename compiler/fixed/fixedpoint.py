@@ -14,7 +14,16 @@ from __future__ import annotations
 import numpy as np
 
 from stapes.ir.contract import (  # noqa: F401  (re-exported: the twins and their constants in one place)
-    INT16_MAX, INT16_MIN, INT32_MAX, LUT_SIZE, LUT_STEP_BITS, Q15_ONE, SHIFT_MAX, SHIFT_MIN, TABLE_INPUT_FRAC)
+    INT16_MAX,
+    INT16_MIN,
+    INT32_MAX,
+    LUT_SIZE,
+    LUT_STEP_BITS,
+    Q15_ONE,
+    SHIFT_MAX,
+    SHIFT_MIN,
+    TABLE_INPUT_FRAC,
+)
 
 
 def sat16(v) -> np.ndarray:
@@ -110,9 +119,11 @@ def quantize_array(name: str, values, frac, bits: int) -> np.ndarray:
     bad = (q < lo) | (q > hi)
     if np.any(bad):
         where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name}: value {values[where]:.6g} at index {where} does not fit int{bits} "
-                         f"at the chosen format (range [{lo / np.exp2(np.broadcast_to(frac, values.shape)[where]):.6g}, "
-                         f"{hi / np.exp2(np.broadcast_to(frac, values.shape)[where]):.6g}])")
+        raise ValueError(
+            f"{name}: value {values[where]:.6g} at index {where} does not fit int{bits} "
+            f"at the chosen format (range [{lo / np.exp2(np.broadcast_to(frac, values.shape)[where]):.6g}, "
+            f"{hi / np.exp2(np.broadcast_to(frac, values.shape)[where]):.6g}])"
+        )
     return q.astype(np.int64)
 
 
@@ -129,7 +140,7 @@ def frac_to_fit(max_abs, bits: int) -> np.ndarray:
         f = int(np.floor(np.log2(limit / m)))
         # log2 is only a first guess (platform libm may differ by an ulp); scaling by powers of
         # two is exact, so these loops make the result the same everywhere.
-        while np.floor(m * 2.0 ** f + 0.5) > limit:
+        while np.floor(m * 2.0**f + 0.5) > limit:
             f -= 1
         while np.floor(m * 2.0 ** (f + 1) + 0.5) <= limit:
             f += 1

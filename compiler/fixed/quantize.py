@@ -1,6 +1,6 @@
 """Quantization: FloatGraph + ranges + policy -> QGraph, every format and shift derived here.
 
-Policy (design.md §3):
+Policy (the arithmetic contract of docs/architecture.md):
 * input: one int16 format from the calibrated max |x| (x INPUT_MARGIN headroom) or, without data,
   the assumed bound; the state is Q0.15; pre-activations use the tables' input formats;
 * weights int8 or int16 with a per-row frac, the finest that holds the row's largest value,
@@ -17,17 +17,17 @@ from __future__ import annotations
 import numpy as np
 
 from stapes._version import __version__
+from stapes.errors import UserError
 from stapes.fixed import fixedpoint as fx
 from stapes.fixed.calibrate import Ranges, analytic_ranges, calibrate
-from stapes.errors import UserError
 from stapes.ir.float_graph import FloatGraph, LowRank
 from stapes.ir.qgraph import STATE_FRAC, QFormat, QGate, QGraph, QLowRank, QReadout, QTensor
 
 WEIGHT_POLICIES = {"int8": 8, "int16": 16}
 INPUT_MARGIN = 1.25
 OUTPUT_HEADROOM = 2.0
-MAX_ACT_FRAC = 30            # finest activation format we pick (tiny ranges)
-DEFAULT_INPUT_BOUND = 1.0    # assumed |x| without calibration data
+MAX_ACT_FRAC = 30  # finest activation format we pick (tiny ranges)
+DEFAULT_INPUT_BOUND = 1.0  # assumed |x| without calibration data
 
 
 def _to_user_error(fn, *args):
@@ -37,22 +37,22 @@ def _to_user_error(fn, *args):
         raise UserError(str(e)) from None
 
 
-def quantize_rows(name: str, m: np.ndarray, bits: int, frac_max: int, frac_min: int,
-                  notes: dict) -> QTensor:
+def quantize_rows(name: str, m: np.ndarray, bits: int, frac_max: int, frac_min: int, notes: dict) -> QTensor:
     """Per-row formats for a weight matrix: finest that fits, capped at frac_max (the largest
     shift the runtime takes), coarsened until the overflow proof holds. frac_min is the coarsest
     the shifts allow; a row needing less raises (its values are too large for this policy)."""
     m = np.asarray(m, dtype=np.float64)
-    fracs = np.minimum(fx.frac_to_fit(np.abs(m).max(axis=1) if m.shape[1] else np.zeros(m.shape[0]), bits),
-                       frac_max)
+    fracs = np.minimum(fx.frac_to_fit(np.abs(m).max(axis=1) if m.shape[1] else np.zeros(m.shape[0]), bits), frac_max)
     lost = 0
     rows = np.zeros(m.shape, dtype=np.int64)
     for i in range(m.shape[0]):
         while True:
             q = fx.quantize_array(name, m[i], fracs[i], bits) if fracs[i] >= frac_min else None
             if q is None:
-                raise UserError(f"{name}: row {i} needs a format coarser than frac {frac_min} "
-                                f"(max |w| = {np.abs(m[i]).max():.6g}); the weights are too large for int{bits}")
+                raise UserError(
+                    f"{name}: row {i} needs a format coarser than frac {frac_min} "
+                    f"(max |w| = {np.abs(m[i]).max():.6g}); the weights are too large for int{bits}"
+                )
             if np.abs(q).sum() * (1 << 15) <= fx.INT32_MAX:
                 break
             fracs[i] -= 1
@@ -73,28 +73,38 @@ def _act_frac(bound: float) -> int:
 
 def _gate(name: str, prefix: str, w, u, b, activation: str, in_frac: int, bits: int, notes: dict) -> QGate:
     pre = fx.TABLE_INPUT_FRAC[activation]
-    qw = quantize_rows(f"{prefix}.w_{name}" if prefix == "mgu" else f"{prefix}.w", w, bits,
-                       pre + fx.SHIFT_MAX - in_frac, pre + fx.SHIFT_MIN - in_frac, notes)
+    qw = quantize_rows(
+        f"{prefix}.w_{name}" if prefix == "mgu" else f"{prefix}.w",
+        w,
+        bits,
+        pre + fx.SHIFT_MAX - in_frac,
+        pre + fx.SHIFT_MIN - in_frac,
+        notes,
+    )
     uname = f"{prefix}.u_{name}" if prefix == "mgu" else f"{prefix}.u"
     if isinstance(u, LowRank):
         z_frac = _act_frac(float(np.abs(u.b).sum(axis=1).max()))
-        qb = quantize_rows(f"{uname}.b", u.b, bits, z_frac - STATE_FRAC + fx.SHIFT_MAX,
-                           z_frac - STATE_FRAC + fx.SHIFT_MIN, notes)
-        qa = quantize_rows(f"{uname}.a", u.a, bits, pre + fx.SHIFT_MAX - z_frac,
-                           pre + fx.SHIFT_MIN - z_frac, notes)
+        qb = quantize_rows(
+            f"{uname}.b", u.b, bits, z_frac - STATE_FRAC + fx.SHIFT_MAX, z_frac - STATE_FRAC + fx.SHIFT_MIN, notes
+        )
+        qa = quantize_rows(f"{uname}.a", u.a, bits, pre + fx.SHIFT_MAX - z_frac, pre + fx.SHIFT_MIN - z_frac, notes)
         qu = QLowRank(qb, qa, QFormat(16, z_frac), qb.row_fracs() + STATE_FRAC - z_frac, u.sigma)
         rec_frac = qa.row_fracs() + z_frac
     else:
-        qu = quantize_rows(uname, u, bits, pre + fx.SHIFT_MAX - STATE_FRAC,
-                           pre + fx.SHIFT_MIN - STATE_FRAC, notes)
+        qu = quantize_rows(uname, u, bits, pre + fx.SHIFT_MAX - STATE_FRAC, pre + fx.SHIFT_MIN - STATE_FRAC, notes)
         rec_frac = qu.row_fracs() + STATE_FRAC
     bname = f"{prefix}.b_{name}" if prefix == "mgu" else f"{prefix}.b"
     return QGate(name, qw, qu, _bias(bname, b, pre), qw.row_fracs() + in_frac - pre, rec_frac - pre, activation)
 
 
-def quantize_graph(graph: FloatGraph, calib_x: np.ndarray | None = None, weights: str = "int16",
-                   input_bound: float | None = None, ranges: Ranges | None = None,
-                   provenance: dict | None = None) -> QGraph:
+def quantize_graph(
+    graph: FloatGraph,
+    calib_x: np.ndarray | None = None,
+    weights: str = "int16",
+    input_bound: float | None = None,
+    ranges: Ranges | None = None,
+    provenance: dict | None = None,
+) -> QGraph:
     """FloatGraph -> QGraph. Ranges come from `ranges`, else `calib_x` (B, T, I) float inputs,
     else the analytic worst case with |x| <= input_bound (default 1.0), said so in the provenance."""
     if weights not in WEIGHT_POLICIES:
@@ -112,8 +122,10 @@ def quantize_graph(graph: FloatGraph, calib_x: np.ndarray | None = None, weights
     if graph.kind == "rnn":
         gates = {"h": _gate("h", "rnn", c.w, c.u, c.b, "tanh", in_frac, bits, notes)}
     else:
-        gates = {"f": _gate("f", "mgu", c.w_f, c.u_f, c.b_f, "sigmoid", in_frac, bits, notes),
-                 "h": _gate("h", "mgu", c.w_h, c.u_h, c.b_h, "tanh", in_frac, bits, notes)}
+        gates = {
+            "f": _gate("f", "mgu", c.w_f, c.u_f, c.b_f, "sigmoid", in_frac, bits, notes),
+            "h": _gate("h", "mgu", c.w_h, c.u_h, c.b_h, "tanh", in_frac, bits, notes),
+        }
     ro = graph.readout
     if ro.activation == "sigmoid":
         out_fmt, pre = QFormat(16, STATE_FRAC), fx.TABLE_INPUT_FRAC["sigmoid"]
@@ -122,16 +134,19 @@ def quantize_graph(graph: FloatGraph, calib_x: np.ndarray | None = None, weights
         bound = analytic if ranges.source != "data" else min(analytic, ranges.output_max * OUTPUT_HEADROOM)
         pre = _act_frac(max(bound, 1e-9))
         out_fmt = QFormat(16, pre)
-    qv = quantize_rows("readout.w", ro.w, bits, pre + fx.SHIFT_MAX - STATE_FRAC,
-                       pre + fx.SHIFT_MIN - STATE_FRAC, notes)
-    readout = QReadout(qv, _bias("readout.b", ro.b, pre), qv.row_fracs() + STATE_FRAC - pre,
-                       ro.mode, ro.activation, out_fmt)
+    qv = quantize_rows("readout.w", ro.w, bits, pre + fx.SHIFT_MAX - STATE_FRAC, pre + fx.SHIFT_MIN - STATE_FRAC, notes)
+    readout = QReadout(
+        qv, _bias("readout.b", ro.b, pre), qv.row_fracs() + STATE_FRAC - pre, ro.mode, ro.activation, out_fmt
+    )
     prov = {
         "generator": f"stapes {__version__}",
         "weights": weights,
         "ranges": ranges.to_json(),
-        "ranges_note": ("calibrated on data" if ranges.source == "data" else
-                        f"analytic worst case (no calibration data): |x| <= {ranges.input_max:g}, |h| <= 1"),
+        "ranges_note": (
+            "calibrated on data"
+            if ranges.source == "data"
+            else f"analytic worst case (no calibration data): |x| <= {ranges.input_max:g}, |h| <= 1"
+        ),
         "overflow_proof": notes or "every accumulation fits int32 at the finest formats",
         "float_provenance": graph.provenance,
         **(provenance or {}),

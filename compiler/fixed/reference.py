@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stapes.fixed import fixedpoint as fx
 from stapes.errors import UserError
+from stapes.fixed import fixedpoint as fx
 from stapes.ir.qgraph import QGate, QGraph
 
 OP_KINDS = ("mac", "add", "shift", "sat", "lut", "mul")
@@ -20,9 +20,9 @@ OP_KINDS = ("mac", "add", "shift", "sat", "lut", "mul")
 
 @dataclass
 class ReferenceResult:
-    outputs: np.ndarray      # int16 (B, T, O) per step, (B, O) final
-    states: np.ndarray       # int16 (B, T, N)
-    ops: dict                # kind -> count, summed over the whole batch
+    outputs: np.ndarray  # int16 (B, T, O) per step, (B, O) final
+    states: np.ndarray  # int16 (B, T, N)
+    ops: dict  # kind -> count, summed over the whole batch
 
 
 class _Ops(dict):
@@ -108,8 +108,7 @@ def check_input(q: QGraph, x_q: np.ndarray) -> np.ndarray:
     return x_q
 
 
-def run_reference(q: QGraph, x_q: np.ndarray, rank: int | None = None,
-                  h0: np.ndarray | None = None) -> ReferenceResult:
+def run_reference(q: QGraph, x_q: np.ndarray, rank: int | None = None, h0: np.ndarray | None = None) -> ReferenceResult:
     """x_q int16 (B, T, I) -> outputs, every step's state, op counts (whole batch)."""
     x_q = check_input(q, x_q)
     r = q.check_rank(rank)
@@ -144,7 +143,7 @@ def cell_ops(q: QGraph, rank: int | None = None) -> dict:
         ops["sat"] += n + (k if g.lowrank else 0)
         ops["add"] += 2 * n
         ops["lut"] += n
-    if q.kind == "mgu":   # f * h (mul, shift, sat) and the blend (2 add, mul, shift, sat)
+    if q.kind == "mgu":  # f * h (mul, shift, sat) and the blend (2 add, mul, shift, sat)
         for kind in ("mul", "shift", "sat", "add"):
             ops[kind] += 2 * n
     return ops
@@ -152,8 +151,7 @@ def cell_ops(q: QGraph, rank: int | None = None) -> dict:
 
 def readout_ops(q: QGraph) -> dict:
     o, n = q.readout.w.shape
-    ops = {"mac": o * n, "add": o, "shift": o, "sat": o, "lut": o if q.readout.activation == "sigmoid" else 0,
-           "mul": 0}
+    ops = {"mac": o * n, "add": o, "shift": o, "sat": o, "lut": o if q.readout.activation == "sigmoid" else 0, "mul": 0}
     return {k: ops[k] for k in OP_KINDS}
 
 

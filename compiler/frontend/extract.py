@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from stapes.errors import UserError
+from stapes.frontend.models import RECURRENT_NAMES, LowRankMatrix, ModelConfig, RecurrentModel
 from stapes.ir.float_graph import CELL_TYPES, FloatGraph, LowRank, Readout
-from stapes.frontend.models import LowRankMatrix, ModelConfig, RecurrentModel, RECURRENT_NAMES
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -34,16 +34,23 @@ def _matrix_to_graph(m, rebalance: bool):
     return LowRank(_np(m.a), _np(m.b), _np(m.sigma))
 
 
-def to_graph(model: RecurrentModel, task_config: dict | None = None, provenance: dict | None = None,
-             rebalance: bool = False) -> FloatGraph:
+def to_graph(
+    model: RecurrentModel, task_config: dict | None = None, provenance: dict | None = None, rebalance: bool = False
+) -> FloatGraph:
     """The FloatGraph of a torch model; ``rebalance=True`` rewrites low-rank factors as balanced
     SVD factors of the same product first (see the module docstring)."""
     cfg = model.config
     if cfg.cell == "rnn":
         cell = CELL_TYPES["rnn"](_np(model.w), _matrix_to_graph(model.u, rebalance), _np(model.b))
     else:
-        cell = CELL_TYPES["mgu"](_np(model.w_f), _matrix_to_graph(model.u_f, rebalance), _np(model.b_f),
-                                 _np(model.w_h), _matrix_to_graph(model.u_h, rebalance), _np(model.b_h))
+        cell = CELL_TYPES["mgu"](
+            _np(model.w_f),
+            _matrix_to_graph(model.u_f, rebalance),
+            _np(model.b_f),
+            _np(model.w_h),
+            _matrix_to_graph(model.u_h, rebalance),
+            _np(model.b_h),
+        )
     readout = Readout(_np(model.readout_w), _np(model.readout_b), cfg.readout_mode, cfg.readout_activation)
     return FloatGraph(cell, readout, task_config, dict(provenance or {}))
 
@@ -58,9 +65,15 @@ def from_graph(graph: FloatGraph, dtype: torch.dtype = torch.float32) -> Recurre
         raise UserError(f"from_graph expects a FloatGraph, got {type(graph).__name__}")
     recurrent = graph.cell.recurrent()
     ranks = {k: m.rank for k, m in recurrent.items() if isinstance(m, LowRank)}
-    cfg = ModelConfig(cell=graph.kind, input_size=graph.input_size, hidden_size=graph.hidden_size,
-                      output_size=graph.output_size, readout_mode=graph.readout.mode,
-                      readout_activation=graph.readout.activation, ranks=ranks or None)
+    cfg = ModelConfig(
+        cell=graph.kind,
+        input_size=graph.input_size,
+        hidden_size=graph.hidden_size,
+        output_size=graph.output_size,
+        readout_mode=graph.readout.mode,
+        readout_activation=graph.readout.activation,
+        ranks=ranks or None,
+    )
     model = RecurrentModel(cfg, seed=0).to(dtype)
     with torch.no_grad():
         for name in RECURRENT_NAMES[graph.kind]:

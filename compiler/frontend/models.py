@@ -144,8 +144,9 @@ class LowRankMatrix(nn.Module):
     @torch.no_grad()
     def rebalance_(self) -> None:
         """Rewrite the factors as balanced SVD factors of the same product, σ descending
-        (:func:`stapes.compress.svd.rebalanced`, in float64)."""
-        from stapes.compress.svd import rebalanced
+        (:func:`stapes.ir.lowrank.rebalanced`, in float64)."""
+        from stapes.ir.lowrank import rebalanced
+
         m = rebalanced(self.a.double().numpy(), self.b.double().numpy())
         self.a.copy_(torch.tensor(m.a))
         self.b.copy_(torch.tensor(m.b))

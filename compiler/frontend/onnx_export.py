@@ -56,12 +56,14 @@ class _Builder:
 
     def __init__(self):
         from onnx import helper
+
         self.helper = helper
         self.nodes: list = []
         self.inits: list = []
 
     def const(self, name: str, value: np.ndarray) -> str:
         from onnx import numpy_helper
+
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
@@ -80,24 +82,32 @@ def _recurrent_operator(g: _Builder, cell, x_tbi: str, h0_1bn: str) -> tuple[str
         op, attrs = "RNN", {"activations": ["Tanh"]}
     else:
         u_f, u_h = dense(cell.u_f), dense(cell.u_h)
-        w = np.concatenate([-cell.w_f, cell.w_f, cell.w_h])[None]        # gates [z, r, h]
+        w = np.concatenate([-cell.w_f, cell.w_f, cell.w_h])[None]  # gates [z, r, h]
         r = np.concatenate([-u_f, u_f, u_h])[None]
         b = np.concatenate([-cell.b_f, cell.b_f, cell.b_h, np.zeros(3 * n)])[None]  # [Wb, Rb]
         op, attrs = "GRU", {"activations": ["Sigmoid", "Tanh"], "linear_before_reset": 0}
     g.const(f"{op}.W", _f32(w))
     g.const(f"{op}.R", _f32(r))
     g.const(f"{op}.B", _f32(b))
-    g.nodes.append(g.helper.make_node(
-        op, [x_tbi, f"{op}.W", f"{op}.R", f"{op}.B", "", h0_1bn], ["Y", "Y_h"], name=op,
-        hidden_size=n, direction="forward", **attrs))
+    g.nodes.append(
+        g.helper.make_node(
+            op,
+            [x_tbi, f"{op}.W", f"{op}.R", f"{op}.B", "", h0_1bn],
+            ["Y", "Y_h"],
+            name=op,
+            hidden_size=n,
+            direction="forward",
+            **attrs,
+        )
+    )
     return "Y", "Y_h"
 
 
 def _body_matvec(body: _Builder, name: str, m, h: str) -> str:
     """h (B,N) @ mᵀ inside the Scan body: two MatMuls for a LowRank, one for a dense matrix."""
     if isinstance(m, LowRank):
-        bt = f"{name}.B_T"     # (N, r): outer-scope initializers, visible inside the body
-        at = f"{name}.A_T"     # (r, N)
+        bt = f"{name}.B_T"  # (N, r): outer-scope initializers, visible inside the body
+        at = f"{name}.A_T"  # (r, N)
         z = body.node("MatMul", [h, bt], f"{name}_z")
         return body.node("MatMul", [z, at], f"{name}_Az")
     return body.node("MatMul", [h, f"{name}.U_T"], f"{name}_Uh")
@@ -114,6 +124,7 @@ def _factor_inits(g: _Builder, name: str, m) -> None:
 def _scan_recurrence(g: _Builder, cell) -> tuple[str, str]:
     """The recurrence as a Scan over time with the factors kept; returns (states (B,T,N), h_n)."""
     from onnx import TensorProto
+
     helper = g.helper
     n = cell.hidden_size
     # Input projections of all steps at once, outside the loop: (B,T,I) @ (I,N) + b.
@@ -148,9 +159,18 @@ def _scan_recurrence(g: _Builder, cell) -> tuple[str, str]:
     body.node("Identity", [h_new], "state_t")
     body_graph = helper.make_graph(body.nodes, "step", ins, [vec("h_out"), vec("state_t")])
     k = len(pre_names)
-    g.nodes.append(helper.make_node(
-        "Scan", [STATE_NAME, *pre_names], [STATE_OUT_NAME, "states"], name="Scan", body=body_graph,
-        num_scan_inputs=k, scan_input_axes=[1] * k, scan_output_axes=[1]))
+    g.nodes.append(
+        helper.make_node(
+            "Scan",
+            [STATE_NAME, *pre_names],
+            [STATE_OUT_NAME, "states"],
+            name="Scan",
+            body=body_graph,
+            num_scan_inputs=k,
+            scan_input_axes=[1] * k,
+            scan_output_axes=[1],
+        )
+    )
     return "states", STATE_OUT_NAME
 
 
@@ -169,16 +189,22 @@ def _metadata(graph: FloatGraph, mode: str) -> dict[str, str]:
 
 
 def _doc_string(graph: FloatGraph, mode: str) -> str:
-    cell = {"rnn": "Elman RNN as ONNX RNN (tanh)",
-            "mgu": "MGU as ONNX GRU with tied gates (r = f, z = 1 - f, linear_before_reset = 0)"}[graph.kind]
+    cell = {
+        "rnn": "Elman RNN as ONNX RNN (tanh)",
+        "mgu": "MGU as ONNX GRU with tied gates (r = f, z = 1 - f, linear_before_reset = 0)",
+    }[graph.kind]
     lowrank = any(isinstance(m, LowRank) for m in graph.cell.recurrent().values())
     if lowrank and mode == "factors":
-        cell = (f"{graph.kind.upper()} with low-rank recurrent matrices kept as factors "
-                "(Scan over time, two MatMuls per low-rank matrix)")
+        cell = (
+            f"{graph.kind.upper()} with low-rank recurrent matrices kept as factors "
+            "(Scan over time, two MatMuls per low-rank matrix)"
+        )
     elif lowrank:
         cell += "; low-rank recurrent matrices reconstructed dense (A @ B)"
-    return (f"stapes {__version__}: {cell}; readout {graph.readout.mode} {graph.readout.activation}. "
-            "Inputs x (batch,time,input), h0 (batch,hidden); outputs y, h_n (batch,hidden).")
+    return (
+        f"stapes {__version__}: {cell}; readout {graph.readout.mode} {graph.readout.activation}. "
+        "Inputs x (batch,time,input), h0 (batch,hidden); outputs y, h_n (batch,hidden)."
+    )
 
 
 def export_onnx(graph: FloatGraph, lowrank: str = "factors", opset: int = OPSET):
@@ -216,15 +242,25 @@ def export_onnx(graph: FloatGraph, lowrank: str = "factors", opset: int = OPSET)
 
     y_shape = ["batch", o] if ro.mode == "final" else ["batch", "time", o]
     onnx_graph = helper.make_graph(
-        g.nodes, f"stapes_{graph.kind}",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", "time", i]),
-         helper.make_tensor_value_info(STATE_NAME, TensorProto.FLOAT, ["batch", n])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, y_shape),
-         helper.make_tensor_value_info(STATE_OUT_NAME, TensorProto.FLOAT, ["batch", n])],
-        initializer=g.inits)
-    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="stapes", producer_version=__version__,
-                              doc_string=_doc_string(graph, lowrank))
+        g.nodes,
+        f"stapes_{graph.kind}",
+        [
+            helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", "time", i]),
+            helper.make_tensor_value_info(STATE_NAME, TensorProto.FLOAT, ["batch", n]),
+        ],
+        [
+            helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, y_shape),
+            helper.make_tensor_value_info(STATE_OUT_NAME, TensorProto.FLOAT, ["batch", n]),
+        ],
+        initializer=g.inits,
+    )
+    model = helper.make_model(
+        onnx_graph,
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="stapes",
+        producer_version=__version__,
+        doc_string=_doc_string(graph, lowrank),
+    )
     # The oldest IR version that carries this opset: readable by as many runtimes as possible.
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
     helper.set_model_props(model, _metadata(graph, lowrank))
@@ -250,6 +286,7 @@ def run_onnxruntime(model, x: np.ndarray, h0: np.ndarray | None = None, threads:
 def make_session(model, threads: int = 1):
     """An onnxruntime CPU session on a ModelProto, bytes or path, with `threads` intra-op threads."""
     import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

@@ -38,20 +38,22 @@ from stapes.errors import UserError
 from stapes.fsutil import atomic_dir
 from stapes.ir.float_graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell
 
-SUPPORTED = ("supported: one ONNX RNN (tanh, forward, one layer) or GRU with tied gates "
-             "(r = f, z = 1 - f, linear_before_reset = 0), or the Scan of a stapes '--lowrank factors' export, "
-             "then an optional MatMul/Gemm + Add (+ Sigmoid) readout")
+SUPPORTED = (
+    "supported: one ONNX RNN (tanh, forward, one layer) or GRU with tied gates "
+    "(r = f, z = 1 - f, linear_before_reset = 0), or the Scan of a stapes '--lowrank factors' export, "
+    "then an optional MatMul/Gemm + Add (+ Sigmoid) readout"
+)
 LAYOUT_OPS = ("Squeeze", "Unsqueeze", "Transpose", "Reshape", "Flatten", "Identity")
 STEP_SELECT_OPS = ("Gather", "Slice")
 UNSUPPORTED_RECURRENT = ("LSTM", "Loop", "If")
-VERIFY_TOL = 1e-4        # |onnxruntime - FloatGraph| <= tol * (1 + |value|), both in float32 inputs
-TIE_TOL = 1e-6           # relative: GRU z weights must be the negated r weights to this precision
+VERIFY_TOL = 1e-4  # |onnxruntime - FloatGraph| <= tol * (1 + |value|), both in float32 inputs
+TIE_TOL = 1e-6  # relative: GRU z weights must be the negated r weights to this precision
 
 
 @dataclass
 class _Readout:
     output: str
-    w: np.ndarray | None       # (O, N) or None for the identity readout (output = the state)
+    w: np.ndarray | None  # (O, N) or None for the identity readout (output = the state)
     b: np.ndarray | None
     activation: str
     final: bool
@@ -101,8 +103,10 @@ def _check_model(model, name: str) -> None:
     for node in model.graph.node:
         for inp in node.input:
             if inp and inp not in known:
-                _fail(f"{name}: input {inp!r} of node {node.name or node.op_type!r} ({node.op_type}) is not an "
-                      "initializer, a graph input or an earlier node's output (missing initializer?)")
+                _fail(
+                    f"{name}: input {inp!r} of node {node.name or node.op_type!r} ({node.op_type}) is not an "
+                    "initializer, a graph input or an earlier node's output (missing initializer?)"
+                )
         known.update(node.output)
     _run_checker(model, name, full=False)
 
@@ -110,6 +114,7 @@ def _check_model(model, name: str) -> None:
 def _run_checker(model, name: str, full: bool) -> None:
     """onnx.checker; `full` adds shape inference (run after stapes' own, more specific checks)."""
     import onnx
+
     try:
         onnx.checker.check_model(model, full_check=full)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, UnicodeError, ValueError) as e:
@@ -123,6 +128,7 @@ class _Graph:
 
     def __init__(self, model, name: str):
         from onnx import helper
+
         self.name = name
         self.g = model.graph
         self.producer = {o: n for n in self.g.node for o in n.output if o}
@@ -133,16 +139,20 @@ class _Graph:
         for n in self.g.node:
             if n.op_type == "Constant" and n.attribute:
                 a = n.attribute[0]
-                val = (_tensor(a.t, f"{name}: Constant node {n.name!r}") if a.name == "value"
-                       else np.asarray(helper.get_attribute_value(a)))
+                val = (
+                    _tensor(a.t, f"{name}: Constant node {n.name!r}")
+                    if a.name == "value"
+                    else np.asarray(helper.get_attribute_value(a))
+                )
                 self.consts[n.output[0]] = val
 
     def attrs(self, node) -> dict:
         from onnx import helper
+
         out = {}
         for a in node.attribute:
             v = helper.get_attribute_value(a)
-            if isinstance(v, bytes):      # a corrupt string shows as U+FFFD in the error that follows
+            if isinstance(v, bytes):  # a corrupt string shows as U+FFFD in the error that follows
                 v = v.decode(errors="replace")
             elif isinstance(v, list):
                 v = [x.decode(errors="replace") if isinstance(x, bytes) else x for x in v]
@@ -188,6 +198,7 @@ class _Graph:
 def _tensor(t, what: str) -> np.ndarray:
     """A TensorProto's values; a tensor whose data does not match its shape is a UserError."""
     from onnx import numpy_helper
+
     try:
         return numpy_helper.to_array(t)
     except (ValueError, TypeError, KeyError) as e:
@@ -197,11 +208,13 @@ def _tensor(t, what: str) -> np.ndarray:
 def _find_recurrent(gr: _Graph):
     rec = [n for n in gr.g.node if n.op_type in ("RNN", "GRU", "Scan")]
     if len(rec) > 1:
-        _fail(f"{gr.name}: found {len(rec)} recurrent operators ({', '.join(n.op_type for n in rec)}): "
-              "stapes imports one layer; " + SUPPORTED)
+        _fail(
+            f"{gr.name}: found {len(rec)} recurrent operators ({', '.join(n.op_type for n in rec)}): "
+            "stapes imports one layer; " + SUPPORTED
+        )
     if not rec:
         if sum(n.op_type == "Tanh" for n in gr.g.node) > 1:
-            return None           # perhaps an RNN unrolled over time: see _unrolled_rnn
+            return None  # perhaps an RNN unrolled over time: see _unrolled_rnn
         ops = sorted({n.op_type for n in gr.g.node})
         _fail(f"{gr.name}: no RNN, GRU or Scan operator found (operators: {', '.join(ops)}); {SUPPORTED}")
     return rec[0]
@@ -224,8 +237,10 @@ def _check_attributes(gr: _Graph, node) -> dict:
     if a.get("layout", 0) not in (0, 1):
         _fail(f"{where}: layout {a['layout']} is not supported (0 or 1)")
     if op == "GRU" and a.get("linear_before_reset", 0) != 0:
-        _fail(f"{where}: linear_before_reset = {a['linear_before_reset']} is not supported "
-              "(only 0, the GRU form that is an MGU with tied gates)")
+        _fail(
+            f"{where}: linear_before_reset = {a['linear_before_reset']} is not supported "
+            "(only 0, the GRU form that is an MGU with tied gates)"
+        )
     return a
 
 
@@ -239,8 +254,10 @@ def _cell_from_node(gr: _Graph, node, attrs: dict):
         _fail(f"{gr.name}: {op} input W has shape {w.shape}, expected (1, {gates}*hidden, input)")
     n = w.shape[1] // gates
     if "hidden_size" in attrs and attrs["hidden_size"] != n:
-        _fail(f"{gr.name}: {op} hidden_size = {attrs['hidden_size']} but W has {w.shape[1]} rows "
-              f"(expected {gates}*hidden_size)")
+        _fail(
+            f"{gr.name}: {op} hidden_size = {attrs['hidden_size']} but W has {w.shape[1]} rows "
+            f"(expected {gates}*hidden_size)"
+        )
     if r.shape != (1, gates * n, n):
         _fail(f"{gr.name}: {op} input R has shape {r.shape}, expected {(1, gates * n, n)}")
     b = gr.const(ins[3], f"{op} input B") if ins[3] else np.zeros((1, 2 * gates * n))
@@ -250,15 +267,17 @@ def _cell_from_node(gr: _Graph, node, attrs: dict):
         _fail(f"{gr.name}: {op} input sequence_lens is not supported (all sequences run to the end)")
     if ins[5] and not (gr.state_input(ins[5]) or gr.is_zero(ins[5])):
         _fail(f"{gr.name}: {op} input initial_h must be absent, zero or a graph input (a state input)")
-    w, r, bias = w[0], r[0], b[0, :gates * n] + b[0, gates * n:]
+    w, r, bias = w[0], r[0], b[0, : gates * n] + b[0, gates * n :]
     if op == "RNN":
         return RNNCell(w, r, bias)
     (wz, wr, wh), (rz, rr, rh), (bz, br, bh) = (np.split(m, 3) for m in (w, r, bias))
     for what, z, rg in (("W", wz, wr), ("R", rz, rr), ("B (Wb + Rb)", bz, br)):
         gap = float(np.max(np.abs(z + rg))) if z.size else 0.0
         if gap > TIE_TOL * max(1.0, float(np.max(np.abs(rg)))):
-            _fail(f"{gr.name}: GRU gates are not tied (update gate z must equal 1 - reset gate r: "
-                  f"{what} of z = -{what} of r; max difference {gap:.3g}); a general GRU is not supported")
+            _fail(
+                f"{gr.name}: GRU gates are not tied (update gate z must equal 1 - reset gate r: "
+                f"{what} of z = -{what} of r; max difference {gap:.3g}); a general GRU is not supported"
+            )
     return MGUCell(wr, rr, br, wh, rh, bh)
 
 
@@ -269,14 +288,16 @@ def _scan_cell(gr: _Graph, scan):
     (low rank ``U = A B``). One scanned input is an Elman RNN, two an MGU. Only the structure
     the cell is read from is checked here; what the body computes is checked by `_verify`.
     Returns (cell, input name, state input or None, terminals)."""
-    from stapes.compress.svd import rebalanced
+    from stapes.ir.lowrank import rebalanced
 
     a = gr.attrs(scan)
     where = f"{gr.name}: Scan node {scan.name!r}"
     k = a.get("num_scan_inputs", 0)
     if k not in (1, 2) or len(scan.input) != 1 + k or len(scan.output) != 2:
-        _fail(f"{where}: expected one state input, 1 (RNN) or 2 (MGU) scanned inputs and two outputs "
-              f"(final state, states); found {len(scan.input)} inputs ({k} scanned), {len(scan.output)} outputs")
+        _fail(
+            f"{where}: expected one state input, 1 (RNN) or 2 (MGU) scanned inputs and two outputs "
+            f"(final state, states); found {len(scan.input)} inputs ({k} scanned), {len(scan.output)} outputs"
+        )
     for attr, want in (("scan_input_axes", [1] * k), ("scan_output_axes", [1])):
         if list(a.get(attr, [0] * len(want))) != want:
             _fail(f"{where}: {attr} = {list(a.get(attr, []))}; only {want} (batch-first, over time) is supported")
@@ -317,10 +338,12 @@ def _scan_cell(gr: _Graph, scan):
             value = p.input[0]
         if len(mats) == 1:
             return value, mats[0].T
-        if len(mats) == 2:          # (v Bᵀ) Aᵀ: walked back from Aᵀ
+        if len(mats) == 2:  # (v Bᵀ) Aᵀ: walked back from Aᵀ
             at, bt = mats
             return value, rebalanced(at.T, bt.T)
-        _fail(f"{where}: the recurrent term added to {x_t!r} is {len(mats)} MatMuls; expected 1 (dense) or 2 (low rank)")
+        _fail(
+            f"{where}: the recurrent term added to {x_t!r} is {len(mats)} MatMuls; expected 1 (dense) or 2 (low rank)"
+        )
 
     terms = [recurrent_matrix(i.name) for i in body.input[1:]]
     if terms[0][0] != h:
@@ -343,8 +366,10 @@ def _trace_input(gr: _Graph, value: str, what: str, batch_first: bool = False) -
         if p.op_type == "Transpose":
             perm = list(gr.attrs(p).get("perm", []))
             if perm != [1, 0, 2]:
-                _fail(f"{gr.name}: Transpose {p.name!r} with perm {perm} before the {what} is not supported "
-                      "(only [1, 0, 2], batch-first input)")
+                _fail(
+                    f"{gr.name}: Transpose {p.name!r} with perm {perm} before the {what} is not supported "
+                    "(only [1, 0, 2], batch-first input)"
+                )
             batch_first = not batch_first
         value = p.input[0]
     return value, batch_first
@@ -355,8 +380,10 @@ def _unrolled_rnn(gr: _Graph):
     ``P = X Wᵀ (+ b_ih)`` for all steps, then per step ``tanh(slice_t(P) + c_t)`` with
     ``c_0`` a constant (the zero initial state's term) and ``c_t = h_{t-1} Uᵀ (+ b_hh)``; the
     states concatenated over time. Returns (cell, input name, batch_first, terminals, steps)."""
-    hint = ("; re-export with torch.onnx.export(..., dynamo=False) to keep the ONNX RNN operator, "
-            "or see docs/onnx.md for what is supported")
+    hint = (
+        "; re-export with torch.onnx.export(..., dynamo=False) to keep the ONNX RNN operator, "
+        "or see docs/onnx.md for what is supported"
+    )
     tanhs = [n for n in gr.g.node if n.op_type == "Tanh"]
     where = f"{gr.name}: no RNN or GRU operator; the {len(tanhs)} Tanh nodes look like an RNN unrolled over time"
 
@@ -483,8 +510,10 @@ def _trace_output(gr: _Graph, out: str, terminals: dict[str, bool], what: str) -
         if p.op_type in STEP_SELECT_OPS:
             final = True
         elif p.op_type not in LAYOUT_OPS:
-            _fail(f"{gr.name}: operator {p.op_type} (node {p.name!r}) between the {what} and output "
-                  f"{out!r} is not supported; {SUPPORTED}")
+            _fail(
+                f"{gr.name}: operator {p.op_type} (node {p.name!r}) between the {what} and output "
+                f"{out!r} is not supported; {SUPPORTED}"
+            )
         value = p.input[0]
     final = final or terminals[value]
     return _Readout(out, w, b, act, final)
@@ -511,8 +540,10 @@ def analyse(model, name: str = "model") -> tuple[FloatGraph, dict]:
         terminals = {rec.output[0]: False, **({rec.output[1]: True} if len(rec.output) > 1 else {})}
     extra = gr.inputs - {x_name} - ({state_input} if state_input else set())
     if extra:
-        _fail(f"{name}: graph inputs {sorted(extra)} are not used by the recurrence; stapes models take one "
-              "input sequence (and optionally the initial state)")
+        _fail(
+            f"{name}: graph inputs {sorted(extra)} are not used by the recurrence; stapes models take one "
+            "input sequence (and optionally the initial state)"
+        )
     if not gr.g.output:
         _fail(f"{name}: the graph has no outputs")
     readouts = [_trace_output(gr, o.name, terminals, what) for o in gr.g.output]
@@ -527,21 +558,29 @@ def analyse(model, name: str = "model") -> tuple[FloatGraph, dict]:
     readout = Readout(w, b, "final" if main.final else "per_step", main.activation)
     _run_checker(model, name, full=True)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    facts = {"operator": operator, "opset": int(opset), "input": x_name, "state_input": state_input,
-             "input_layout": "batch_first" if batch_first else "time_first", "output": main.output,
-             "ignored_outputs": [r.output for r in readouts if r is not main],
-             "producer": f"{model.producer_name} {model.producer_version}".strip() or "unknown"}
+    facts = {
+        "operator": operator,
+        "opset": int(opset),
+        "input": x_name,
+        "state_input": state_input,
+        "input_layout": "batch_first" if batch_first else "time_first",
+        "output": main.output,
+        "ignored_outputs": [r.output for r in readouts if r is not main],
+        "producer": f"{model.producer_name} {model.producer_version}".strip() or "unknown",
+    }
     return FloatGraph(cell, readout, None, {}), facts
 
 
 def _matrix_forms(cell) -> str:
-    return ", ".join(f"{k} rank {m.rank}" if isinstance(m, LowRank) else f"{k} dense"
-                     for k, m in cell.recurrent().items())
+    return ", ".join(
+        f"{k} rank {m.rank}" if isinstance(m, LowRank) else f"{k} dense" for k, m in cell.recurrent().items()
+    )
 
 
 def _verify(model, graph: FloatGraph, facts: dict, name: str, seed: int = 0) -> float:
     """Run the ONNX model with onnxruntime on seeded inputs; the FloatGraph must agree."""
     from stapes.frontend.onnx_export import make_session
+
     try:
         sess = make_session(model)
     except Exception as e:  # onnxruntime raises its own exception types
@@ -564,7 +603,7 @@ def _verify(model, graph: FloatGraph, facts: dict, name: str, seed: int = 0) -> 
         got = sess.run([facts["output"]], feeds)[0]
     except Exception as e:
         _fail(f"{name}: onnxruntime failed to run the model ({str(e).splitlines()[0][:200]})")
-    with np.errstate(over="ignore"):      # huge weights saturate the sigmoid; that is not an error
+    with np.errstate(over="ignore"):  # huge weights saturate the sigmoid; that is not an error
         want, _ = graph.run(x.astype(np.float64))
     if not bf and want.ndim == 3:
         want = want.transpose(1, 0, 2)
@@ -573,8 +612,10 @@ def _verify(model, graph: FloatGraph, facts: dict, name: str, seed: int = 0) -> 
     got = got.reshape(want.shape).astype(np.float64)
     err = float(np.max(np.abs(got - want) / (1.0 + np.abs(want))))
     if not err <= VERIFY_TOL:
-        _fail(f"{name}: the graph around the {facts['operator']} computes something else than the recognised "
-              f"cell and readout (max relative difference {err:.3g} on random inputs); {SUPPORTED}")
+        _fail(
+            f"{name}: the graph around the {facts['operator']} computes something else than the recognised "
+            f"cell and readout (max relative difference {err:.3g} on random inputs); {SUPPORTED}"
+        )
     return err
 
 
@@ -584,13 +625,17 @@ def import_onnx(path: str | Path) -> FloatGraph:
     model = load_model(path)
     graph, facts = analyse(model, str(path))
     err = _verify(model, graph, facts, str(path))
-    provenance = {"source": str(path), "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                  "importer": "stapes import-onnx", "verify_max_rel_diff": err, **facts}
+    provenance = {
+        "source": str(path),
+        "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "importer": "stapes import-onnx",
+        "verify_max_rel_diff": err,
+        **facts,
+    }
     return FloatGraph(graph.cell, graph.readout, None, provenance)
 
 
-def from_torch_rnn(rnn, linear=None, readout_mode: str = "per_step",
-                   readout_activation: str = "linear") -> FloatGraph:
+def from_torch_rnn(rnn, linear=None, readout_mode: str = "per_step", readout_activation: str = "linear") -> FloatGraph:
     """A `torch.nn.RNN` (tanh, one layer, forward) and an optional `torch.nn.Linear` readout ->
     FloatGraph (task None). Without `linear`, the readout is the identity (outputs = states)."""
     import torch
@@ -600,8 +645,10 @@ def from_torch_rnn(rnn, linear=None, readout_mode: str = "per_step",
     if rnn.nonlinearity != "tanh":
         _fail(f"torch.nn.RNN nonlinearity {rnn.nonlinearity!r} is not supported (only 'tanh')")
     if rnn.num_layers != 1 or rnn.bidirectional:
-        _fail(f"torch.nn.RNN with num_layers={rnn.num_layers}, bidirectional={rnn.bidirectional} is not "
-              "supported (one forward layer)")
+        _fail(
+            f"torch.nn.RNN with num_layers={rnn.num_layers}, bidirectional={rnn.bidirectional} is not "
+            "supported (one forward layer)"
+        )
     arr = lambda t: t.detach().to(torch.float64).cpu().numpy()  # noqa: E731
     n = rnn.hidden_size
     b = arr(rnn.bias_ih_l0) + arr(rnn.bias_hh_l0) if rnn.bias else np.zeros(n)
@@ -613,8 +660,16 @@ def from_torch_rnn(rnn, linear=None, readout_mode: str = "per_step",
             _fail(f"from_torch_rnn: the readout must be a torch.nn.Linear with in_features={n}")
         lb = arr(linear.bias) if linear.bias is not None else np.zeros(linear.out_features)
         readout = Readout(arr(linear.weight), lb, readout_mode, readout_activation)
-    return FloatGraph(cell, readout, None, {"source": "torch.nn.RNN", "importer": "stapes.frontend.onnx_import.from_torch_rnn",
-                                            "torch": torch.__version__})
+    return FloatGraph(
+        cell,
+        readout,
+        None,
+        {
+            "source": "torch.nn.RNN",
+            "importer": "stapes.frontend.onnx_import.from_torch_rnn",
+            "torch": torch.__version__,
+        },
+    )
 
 
 def write_model_folder(graph: FloatGraph, out: str | Path) -> Path:

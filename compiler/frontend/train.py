@@ -17,9 +17,9 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -27,27 +27,27 @@ import torch
 from stapes._version import __version__
 from stapes.errors import UserError
 from stapes.frontend.extract import to_graph
-from stapes.fsutil import atomic_dir, read_versioned_json, write_json
 from stapes.frontend.losses import task_loss
 from stapes.frontend.models import ModelConfig, RecurrentModel
+from stapes.fsutil import atomic_dir, read_versioned_json, write_json
 from stapes.tasks import Batch, Task
 
 CHECKPOINT_FORMAT = "stapes.checkpoint"
 CHECKPOINT_VERSION = 1
-_STEP_SEED_STRIDE = 2 ** 20
+_STEP_SEED_STRIDE = 2**20
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000             # maximum optimizer steps
+    steps: int = 2000  # maximum optimizer steps
     batch: int = 64
     lr: float = 3e-3
-    clip: float = 1.0             # max gradient norm (0 = no clipping)
+    clip: float = 1.0  # max gradient norm (0 = no clipping)
     seed: int = 0
-    target: float | None = None   # early stop once the validation primary metric reaches this
+    target: float | None = None  # early stop once the validation primary metric reaches this
     eval_every: int = 50
-    eval_n: int = 256             # validation sequences
-    threads: int = 1              # torch threads during training (part of the determinism contract)
+    eval_n: int = 256  # validation sequences
+    threads: int = 1  # torch threads during training (part of the determinism contract)
 
     def __post_init__(self):
         for name in ("steps", "batch", "eval_every", "eval_n", "threads"):
@@ -102,7 +102,7 @@ class Adam:
     def step(self) -> None:
         self.t += 1
         b1, b2 = self.betas
-        correction1, correction2 = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
+        correction1, correction2 = 1 - b1**self.t, math.sqrt(1 - b2**self.t)
         for p, m, v in zip(self.params, self.m, self.v):
             if p.grad is None:
                 continue
@@ -124,16 +124,24 @@ def torch_threads(n: int) -> Iterator[None]:
 
 def model_config_for(task: Task, cell: str = "mgu", hidden_size: int = 64, **options) -> ModelConfig:
     """A ModelConfig whose input/output sizes and readout match `task`."""
-    return ModelConfig(cell=cell, input_size=task.input_size, hidden_size=hidden_size,
-                       output_size=task.output_size, readout_mode=task.readout_mode,
-                       readout_activation=task.readout_activation, **options)
+    return ModelConfig(
+        cell=cell,
+        input_size=task.input_size,
+        hidden_size=hidden_size,
+        output_size=task.output_size,
+        readout_mode=task.readout_mode,
+        readout_activation=task.readout_activation,
+        **options,
+    )
 
 
 def _check_compatible(model: RecurrentModel, task: Task) -> None:
     cfg = model.config
     if (cfg.input_size, cfg.output_size) != (task.input_size, task.output_size):
-        raise UserError(f"model sizes (input {cfg.input_size}, output {cfg.output_size}) do not match task "
-                        f"{task.name} (input {task.input_size}, output {task.output_size})")
+        raise UserError(
+            f"model sizes (input {cfg.input_size}, output {cfg.output_size}) do not match task "
+            f"{task.name} (input {task.input_size}, output {task.output_size})"
+        )
     if cfg.readout_mode != task.readout_mode:
         raise UserError(f"model readout mode {cfg.readout_mode} does not match task {task.name} ({task.readout_mode})")
 
@@ -154,8 +162,14 @@ def evaluate_model(model: RecurrentModel, task: Task, batch: Batch) -> dict[str,
         model.train(was_training)
 
 
-def fit(model: RecurrentModel, task: Task, cfg: TrainConfig, progress: bool = True,
-        parameters: Iterable[torch.nn.Parameter] | None = None, desc: str = "train") -> dict:
+def fit(
+    model: RecurrentModel,
+    task: Task,
+    cfg: TrainConfig,
+    progress: bool = True,
+    parameters: Iterable[torch.nn.Parameter] | None = None,
+    desc: str = "train",
+) -> dict:
     """Train `model` in place (all parameters, or only `parameters`, e.g. low-rank factors when
     fine-tuning). The weights at the best validation evaluation are kept. Returns a summary:
     ``steps, seconds, loss, stopped_early, best_step, val`` (the best validation metrics)."""
@@ -172,8 +186,15 @@ def fit(model: RecurrentModel, task: Task, cfg: TrainConfig, progress: bool = Tr
         best = {"metric": -math.inf, "step": 0, "state": None, "val": {}}
         loss_avg, stopped_early, step = float("nan"), False, 0
         start = time.perf_counter()
-        bar = tqdm(total=cfg.steps, desc=desc, disable=not progress, file=sys.stderr,
-                   dynamic_ncols=True, leave=False, mininterval=0.5)
+        bar = tqdm(
+            total=cfg.steps,
+            desc=desc,
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+            mininterval=0.5,
+        )
         model.train()
         for step in range(1, cfg.steps + 1):
             batch = task.sample("train", cfg.batch, seed=cfg.seed * _STEP_SEED_STRIDE + step)
@@ -202,8 +223,14 @@ def fit(model: RecurrentModel, task: Task, cfg: TrainConfig, progress: bool = Tr
         seconds = time.perf_counter() - start
         if best["state"] is not None:
             model.load_state_dict(best["state"])
-    return {"steps": step, "seconds": round(seconds, 3), "loss": loss_avg, "stopped_early": stopped_early,
-            "best_step": best["step"], "val": best["val"]}
+    return {
+        "steps": step,
+        "seconds": round(seconds, 3),
+        "loss": loss_avg,
+        "stopped_early": stopped_early,
+        "best_step": best["step"],
+        "val": best["val"],
+    }
 
 
 def train(model: RecurrentModel, task: Task, cfg: TrainConfig, progress: bool = True) -> dict:
@@ -232,12 +259,20 @@ class TrainedModel:
 
     def save(self, folder: str | Path, provenance: dict | None = None) -> Path:
         """Write the model folder (see the module docstring)."""
-        return save_checkpoint(folder, self.model, self.model_config, self.task, self.train_config, self.metrics,
-                               provenance)
+        return save_checkpoint(
+            folder, self.model, self.model_config, self.task, self.train_config, self.metrics, provenance
+        )
 
 
-def train_new(task: Task, cell: str = "mgu", hidden_size: int = 64, *, model_options: dict | None = None,
-              progress: bool = True, **settings) -> TrainedModel:
+def train_new(
+    task: Task,
+    cell: str = "mgu",
+    hidden_size: int = 64,
+    *,
+    model_options: dict | None = None,
+    progress: bool = True,
+    **settings,
+) -> TrainedModel:
     """Train a fresh `cell` of `hidden_size` units on `task`. `settings` are TrainConfig fields
     (None means default); steps, batch and lr default to :func:`default_settings`.
     `model_options` go to the ModelConfig (e.g. ``ranks``, ``spectral_radius``)."""
@@ -251,17 +286,33 @@ def train_new(task: Task, cell: str = "mgu", hidden_size: int = 64, *, model_opt
     return TrainedModel(task, model, model_cfg, train_cfg, metrics)
 
 
-def save_checkpoint(folder: str | Path, model: RecurrentModel, model_cfg: ModelConfig | None, task: Task,
-                    train_cfg: TrainConfig | None, metrics: dict, provenance: dict | None = None) -> Path:
+def save_checkpoint(
+    folder: str | Path,
+    model: RecurrentModel,
+    model_cfg: ModelConfig | None,
+    task: Task,
+    train_cfg: TrainConfig | None,
+    metrics: dict,
+    provenance: dict | None = None,
+) -> Path:
     """Write a model folder atomically (see the module docstring); returns its path."""
     folder = Path(folder)
     model_cfg = model_cfg or model.config
-    config = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "stapes_version": __version__,
-              "model": model_cfg.to_dict(), "task": task.config(),
-              "train": train_cfg.to_dict() if train_cfg is not None else None}
-    prov = {"source": "stapes train", "stapes_version": __version__,
-            "seed": train_cfg.seed if train_cfg is not None else None,
-            "test": metrics.get("test", {}), **(provenance or {})}
+    config = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "stapes_version": __version__,
+        "model": model_cfg.to_dict(),
+        "task": task.config(),
+        "train": train_cfg.to_dict() if train_cfg is not None else None,
+    }
+    prov = {
+        "source": "stapes train",
+        "stapes_version": __version__,
+        "seed": train_cfg.seed if train_cfg is not None else None,
+        "test": metrics.get("test", {}),
+        **(provenance or {}),
+    }
     graph = to_graph(model, task.config(), prov)
     with atomic_dir(folder) as tmp:
         torch.save(model.state_dict(), tmp / "model.pt")

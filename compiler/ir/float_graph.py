@@ -11,7 +11,8 @@ A graph is one recurrent cell plus a dense readout:
 
 A recurrent matrix is either a dense ``(N, N)`` array or a :class:`LowRank` ``A @ B`` with
 singular values in descending order, so a smaller rank is a prefix of the factors.
-Graphs validate on construction (an invalid graph cannot exist) and save as
+Graphs validate on construction (an invalid graph cannot exist), are values (read-only
+arrays, ``==`` and ``hash`` by content, see :mod:`stapes.ir.arrays`) and save as
 ``graph.json`` (versioned, human-readable) + ``graph.npz`` (arrays).
 """
 
@@ -21,31 +22,20 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
 from stapes.errors import UserError
 from stapes.fsutil import read_versioned
+from stapes.ir.arrays import FrozenValue, frozen_array
 
 FORMAT_VERSION = 1
 READOUT_MODES = ("per_step", "final")
 READOUT_ACTIVATIONS = ("linear", "sigmoid")
 
 
-def _as_f64(name: str, value, ndim: int) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim != ndim:
-        raise UserError(f"{name}: expected a {ndim}-d array, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise UserError(f"{name}: contains NaN or Inf")
-    arr = arr.copy()
-    arr.setflags(write=False)
-    return arr
-
-
-@dataclass(frozen=True)
-class LowRank:
+@dataclass(frozen=True, eq=False)
+class LowRank(FrozenValue):
     """``U ≈ a @ b``: a (N, r), b (r, N), sigma (r,) descending (the truncated singular values)."""
 
     a: np.ndarray
@@ -53,9 +43,9 @@ class LowRank:
     sigma: np.ndarray
 
     def __post_init__(self):
-        object.__setattr__(self, "a", _as_f64("LowRank.a", self.a, 2))
-        object.__setattr__(self, "b", _as_f64("LowRank.b", self.b, 2))
-        object.__setattr__(self, "sigma", _as_f64("LowRank.sigma", self.sigma, 1))
+        object.__setattr__(self, "a", frozen_array("LowRank.a", self.a, np.float64, 2))
+        object.__setattr__(self, "b", frozen_array("LowRank.b", self.b, np.float64, 2))
+        object.__setattr__(self, "sigma", frozen_array("LowRank.sigma", self.sigma, np.float64, 1))
         r = self.sigma.shape[0]
         if r < 1 or self.a.shape[1] != r or self.b.shape[0] != r:
             raise UserError(f"LowRank: inconsistent rank: a {self.a.shape}, b {self.b.shape}, sigma {self.sigma.shape}")
@@ -73,14 +63,14 @@ class LowRank:
     def dense(self) -> np.ndarray:
         return self.a @ self.b
 
-    def truncate(self, rank: int) -> "LowRank":
+    def truncate(self, rank: int) -> LowRank:
         """The first `rank` factors (the largest singular values)."""
         if not 1 <= rank <= self.rank:
             raise UserError(f"rank {rank} is outside 1..{self.rank}")
         return LowRank(self.a[:, :rank], self.b[:rank, :], self.sigma[:rank])
 
 
-Matrix = Union[np.ndarray, LowRank]
+Matrix = np.ndarray | LowRank
 
 
 def dense(m: Matrix) -> np.ndarray:
@@ -98,7 +88,7 @@ def matvec(m: Matrix, h: np.ndarray) -> np.ndarray:
 def _as_matrix(name: str, m) -> Matrix:
     if isinstance(m, LowRank):
         return m
-    return _as_f64(name, m, 2)
+    return frozen_array(name, m, np.float64, 2)
 
 
 def _check_shape(name: str, arr, shape):
@@ -107,8 +97,8 @@ def _check_shape(name: str, arr, shape):
         raise UserError(f"{name}: expected shape {tuple(shape)}, got {tuple(got)}")
 
 
-@dataclass(frozen=True)
-class RNNCell:
+@dataclass(frozen=True, eq=False)
+class RNNCell(FrozenValue):
     """Elman RNN: h = tanh(w x + u h + b)."""
 
     w: np.ndarray
@@ -117,9 +107,9 @@ class RNNCell:
     kind = "rnn"
 
     def __post_init__(self):
-        object.__setattr__(self, "w", _as_f64("rnn.w", self.w, 2))
+        object.__setattr__(self, "w", frozen_array("rnn.w", self.w, np.float64, 2))
         object.__setattr__(self, "u", _as_matrix("rnn.u", self.u))
-        object.__setattr__(self, "b", _as_f64("rnn.b", self.b, 1))
+        object.__setattr__(self, "b", frozen_array("rnn.b", self.b, np.float64, 1))
         n, i = self.w.shape
         _check_shape("rnn.u", self.u, (n, n))
         _check_shape("rnn.b", self.b, (n,))
@@ -139,8 +129,8 @@ class RNNCell:
         return np.tanh(x @ self.w.T + matvec(self.u, h) + self.b)
 
 
-@dataclass(frozen=True)
-class MGUCell:
+@dataclass(frozen=True, eq=False)
+class MGUCell(FrozenValue):
     """Minimal gated unit (Zhou et al. 2016), see the module docstring."""
 
     w_f: np.ndarray
@@ -153,9 +143,9 @@ class MGUCell:
 
     def __post_init__(self):
         for name in ("w_f", "w_h"):
-            object.__setattr__(self, name, _as_f64(f"mgu.{name}", getattr(self, name), 2))
+            object.__setattr__(self, name, frozen_array(f"mgu.{name}", getattr(self, name), np.float64, 2))
         for name in ("b_f", "b_h"):
-            object.__setattr__(self, name, _as_f64(f"mgu.{name}", getattr(self, name), 1))
+            object.__setattr__(self, name, frozen_array(f"mgu.{name}", getattr(self, name), np.float64, 1))
         for name in ("u_f", "u_h"):
             object.__setattr__(self, name, _as_matrix(f"mgu.{name}", getattr(self, name)))
         n, i = self.w_f.shape
@@ -182,12 +172,12 @@ class MGUCell:
         return h + f * (c - h)
 
 
-Cell = Union[RNNCell, MGUCell]
+Cell = RNNCell | MGUCell
 CELL_TYPES = {"rnn": RNNCell, "mgu": MGUCell}
 
 
-@dataclass(frozen=True)
-class Readout:
+@dataclass(frozen=True, eq=False)
+class Readout(FrozenValue):
     """y = act(w h + b), per step or at the final step."""
 
     w: np.ndarray
@@ -196,8 +186,8 @@ class Readout:
     activation: str = "linear"
 
     def __post_init__(self):
-        object.__setattr__(self, "w", _as_f64("readout.w", self.w, 2))
-        object.__setattr__(self, "b", _as_f64("readout.b", self.b, 1))
+        object.__setattr__(self, "w", frozen_array("readout.w", self.w, np.float64, 2))
+        object.__setattr__(self, "b", frozen_array("readout.b", self.b, np.float64, 1))
         _check_shape("readout.b", self.b, (self.w.shape[0],))
         if self.mode not in READOUT_MODES:
             raise UserError(f"readout.mode {self.mode!r} is not one of {READOUT_MODES}")
@@ -209,21 +199,22 @@ class Readout:
         return 1.0 / (1.0 + np.exp(-y)) if self.activation == "sigmoid" else y
 
 
-@dataclass(frozen=True)
-class FloatGraph:
+@dataclass(frozen=True, eq=False)
+class FloatGraph(FrozenValue):
     """One cell + readout, with the task it was trained on (None for imports) and provenance."""
 
     cell: Cell
     readout: Readout
-    task: dict | None = None          # tasks.make_task(**task) rebuilds the task and its metric
+    task: dict | None = None  # tasks.make_task(**task) rebuilds the task and its metric
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.cell, (RNNCell, MGUCell)):
             raise UserError(f"FloatGraph.cell must be an RNNCell or MGUCell, got {type(self.cell).__name__}")
         if self.readout.w.shape[1] != self.cell.hidden_size:
-            raise UserError(f"readout.w: expected {self.cell.hidden_size} columns (hidden size), "
-                            f"got {self.readout.w.shape[1]}")
+            raise UserError(
+                f"readout.w: expected {self.cell.hidden_size} columns (hidden size), got {self.readout.w.shape[1]}"
+            )
 
     # ---- shape ------------------------------------------------------------------------
     @property
@@ -242,7 +233,7 @@ class FloatGraph:
     def output_size(self) -> int:
         return self.readout.w.shape[0]
 
-    def replace_cell(self, cell: Cell, **provenance) -> "FloatGraph":
+    def replace_cell(self, cell: Cell, **provenance) -> FloatGraph:
         return dataclasses.replace(self, cell=cell, provenance={**self.provenance, **provenance})
 
     # ---- float evaluation (numpy, float64) ------------------------------------------------
@@ -282,10 +273,17 @@ class FloatGraph:
         meta = {
             "format": "stapes.FloatGraph",
             "version": FORMAT_VERSION,
-            "cell": {"kind": self.kind, "input_size": self.input_size,
-                     "hidden_size": self.hidden_size, "matrices": cell_meta},
-            "readout": {"mode": self.readout.mode, "activation": self.readout.activation,
-                        "output_size": self.output_size},
+            "cell": {
+                "kind": self.kind,
+                "input_size": self.input_size,
+                "hidden_size": self.hidden_size,
+                "matrices": cell_meta,
+            },
+            "readout": {
+                "mode": self.readout.mode,
+                "activation": self.readout.activation,
+                "output_size": self.output_size,
+            },
             "task": self.task,
             "provenance": self.provenance,
         }
@@ -293,9 +291,14 @@ class FloatGraph:
         (folder / "graph.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, folder: str | Path) -> "FloatGraph":
-        meta, arrays = read_versioned(folder, "graph", "stapes.FloatGraph", FORMAT_VERSION,
-                                      "not a stapes model folder (graph.json and graph.npz expected)")
+    def load(cls, folder: str | Path) -> FloatGraph:
+        meta, arrays = read_versioned(
+            folder,
+            "graph",
+            "stapes.FloatGraph",
+            FORMAT_VERSION,
+            "not a stapes model folder (graph.json and graph.npz expected)",
+        )
         meta_path, npz_path = Path(folder) / "graph.json", Path(folder) / "graph.npz"
         kind = meta["cell"]["kind"]
         if kind not in CELL_TYPES:
@@ -308,8 +311,9 @@ class FloatGraph:
                 else:
                     kwargs[name] = arrays[f"cell.{name}"]
             cell = CELL_TYPES[kind](**kwargs)
-            readout = Readout(arrays["readout.w"], arrays["readout.b"],
-                              meta["readout"]["mode"], meta["readout"]["activation"])
+            readout = Readout(
+                arrays["readout.w"], arrays["readout.b"], meta["readout"]["mode"], meta["readout"]["activation"]
+            )
         except KeyError as e:
             raise UserError(f"{npz_path}: missing array {e}") from None
         return cls(cell, readout, meta.get("task"), meta.get("provenance", {}))

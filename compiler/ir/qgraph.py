@@ -1,7 +1,8 @@
 """QGraph: the fixed-point IR between quantize and the reference / emitter / boards.
 
-Frozen dataclasses validated on construction, so an invalid QGraph cannot exist. Validation
-includes the overflow proof of design.md §3: for every mat-vec row, ``Σ_j |w_ij| · 32768`` fits
+Frozen dataclasses validated on construction, so an invalid QGraph cannot exist; they are values
+(read-only arrays and gate mapping, ``==`` and ``hash`` by content, see :mod:`stapes.ir.arrays`).
+Validation includes the overflow proof of the arithmetic contract: for every mat-vec row, ``Σ_j |w_ij| · 32768`` fits
 int32, so no int32 accumulation can overflow for any int16 input, in any summation order; and
 every shift equals the one the formats imply and lies in what the runtime accepts.
 
@@ -18,15 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
-from stapes.ir import contract as fx
 from stapes.errors import UserError
 from stapes.fsutil import read_versioned
+from stapes.ir import contract as fx
+from stapes.ir.arrays import FrozenValue, frozen_array, frozen_mapping
 
 FORMAT_VERSION = 1
 STATE_FRAC = 15
@@ -45,7 +47,7 @@ class QFormat:
     tensor) or a tuple (per output row)."""
 
     bits: int
-    frac: Union[int, tuple]
+    frac: int | tuple
 
     def __post_init__(self):
         if self.bits not in _DTYPES:
@@ -57,7 +59,7 @@ class QFormat:
                 raise UserError("QFormat: empty per-row frac")
         else:
             frac = int(frac)
-        for f in (frac if isinstance(frac, tuple) else (frac,)):
+        for f in frac if isinstance(frac, tuple) else (frac,):
             if not -32 <= f <= 64:
                 raise UserError(f"QFormat: frac {f} outside -32..64")
         object.__setattr__(self, "frac", frac)
@@ -83,34 +85,19 @@ class QFormat:
         return {"bits": self.bits, "frac": list(self.frac) if self.per_row else self.frac}
 
     @classmethod
-    def from_json(cls, d) -> "QFormat":
+    def from_json(cls, d) -> QFormat:
         return cls(d["bits"], tuple(d["frac"]) if isinstance(d["frac"], list) else d["frac"])
 
 
-def _frozen_int(name: str, data, bits: int, ndim: int) -> np.ndarray:
-    arr = np.asarray(data)
-    if arr.ndim != ndim:
-        raise UserError(f"{name}: expected a {ndim}-d array, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise UserError(f"{name}: expected integers, got {arr.dtype}")
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    wide = arr.astype(np.int64)
-    if wide.size and (wide.min() < lo or wide.max() > hi):
-        raise UserError(f"{name}: values outside int{bits}")
-    out = wide.astype(_DTYPES[bits])
-    out.setflags(write=False)
-    return out
-
-
-@dataclass(frozen=True)
-class QTensor:
+@dataclass(frozen=True, eq=False)
+class QTensor(FrozenValue):
     name: str
     data: np.ndarray
     fmt: QFormat
 
     def __post_init__(self):
         ndim = np.asarray(self.data).ndim
-        object.__setattr__(self, "data", _frozen_int(self.name, self.data, self.fmt.bits, ndim))
+        object.__setattr__(self, "data", frozen_array(self.name, self.data, _DTYPES[self.fmt.bits], ndim))
         if self.fmt.per_row:
             self.fmt.row_fracs(self.data.shape[0])
 
@@ -128,25 +115,26 @@ class QTensor:
 
 
 def _shifts(name: str, values, n: int) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.int64).reshape(-1)
+    arr = np.asarray(values).reshape(-1)
     if arr.shape != (n,):
         raise UserError(f"{name}: expected {n} shifts, got {arr.shape}")
-    if arr.size and (arr.min() < fx.SHIFT_MIN or arr.max() > fx.SHIFT_MAX):
+    wide = frozen_array(name, arr, np.int64, 1)
+    if wide.size and (wide.min() < fx.SHIFT_MIN or wide.max() > fx.SHIFT_MAX):
         raise UserError(f"{name}: shift outside {fx.SHIFT_MIN}..{fx.SHIFT_MAX} (formats too far apart)")
-    out = arr.astype(np.int8)
-    out.setflags(write=False)
-    return out
+    return frozen_array(name, wide, np.int8, 1)
 
 
 def prove_no_overflow(t: QTensor, input_max: int = 1 << 15) -> None:
-    """design.md §3: every row's Σ|w|·max|x| fits int32, so every partial sum does too."""
+    """Every row's Σ|w|·max|x| fits int32, so every partial sum does too, in any order."""
     if t.data.ndim != 2 or t.data.shape[1] == 0:
         return
     bound = np.abs(t.data.astype(np.int64)).sum(axis=1) * input_max
     worst = int(np.argmax(bound))
     if bound[worst] > fx.INT32_MAX:
-        raise UserError(f"{t.name}: row {worst} can overflow the int32 accumulator "
-                        f"(Σ|w|·{input_max} = {int(bound[worst])} > 2^31 - 1)")
+        raise UserError(
+            f"{t.name}: row {worst} can overflow the int32 accumulator "
+            f"(Σ|w|·{input_max} = {int(bound[worst])} > 2^31 - 1)"
+        )
 
 
 def _check_weight(t: QTensor, shape: tuple) -> None:
@@ -157,8 +145,8 @@ def _check_weight(t: QTensor, shape: tuple) -> None:
     prove_no_overflow(t)
 
 
-@dataclass(frozen=True)
-class QLowRank:
+@dataclass(frozen=True, eq=False)
+class QLowRank(FrozenValue):
     """R ≈ A B: b (r, N), a (N, r), z = sat16(shift(B h, z_shift)) in format z_fmt (int16);
     sigma (r,) descending, kept so a smaller rank is a prefix."""
 
@@ -170,15 +158,13 @@ class QLowRank:
 
     def __post_init__(self):
         r = self.b.shape[0]
-        sigma = np.asarray(self.sigma, dtype=np.float64)
+        sigma = frozen_array(f"{self.b.name}.sigma", self.sigma, np.float64, 1)
         if r < 1 or sigma.shape != (r,) or self.a.shape[1] != r:
             raise UserError(f"{self.b.name}: inconsistent low-rank shapes a {self.a.shape}, b {self.b.shape}")
         if np.any(np.diff(sigma) > 0):
             raise UserError(f"{self.b.name}: sigma must be descending")
         if self.z_fmt.bits != 16 or self.z_fmt.per_row:
             raise UserError(f"{self.b.name}: z must be one int16 format")
-        sigma = sigma.copy()
-        sigma.setflags(write=False)
         object.__setattr__(self, "sigma", sigma)
         expect = self.b.row_fracs() + STATE_FRAC - self.z_fmt.frac
         object.__setattr__(self, "z_shift", _shifts(f"{self.b.name}.z_shift", self.z_shift, r))
@@ -190,13 +176,13 @@ class QLowRank:
         return self.b.shape[0]
 
 
-@dataclass(frozen=True)
-class QGate:
+@dataclass(frozen=True, eq=False)
+class QGate(FrozenValue):
     """pre = sat16(shift(W x, x_shift) + shift(R h, h_shift) + bias); out = table[activation](pre)."""
 
     name: str
     w: QTensor
-    u: Union[QTensor, QLowRank]
+    u: QTensor | QLowRank
     bias: QTensor
     x_shift: np.ndarray
     h_shift: np.ndarray
@@ -244,8 +230,8 @@ class QGate:
         return [self.w, *rec, self.bias]
 
 
-@dataclass(frozen=True)
-class QReadout:
+@dataclass(frozen=True, eq=False)
+class QReadout(FrozenValue):
     """y = act(sat16(shift(V h, shift) + bias)); linear: y in out_fmt; sigmoid: pre in the
     sigmoid table's input format and y in Q0.15."""
 
@@ -276,16 +262,17 @@ class QReadout:
         return fx.TABLE_INPUT_FRAC["sigmoid"] if self.activation == "sigmoid" else int(self.out_fmt.frac)
 
 
-@dataclass(frozen=True)
-class QGraph:
+@dataclass(frozen=True, eq=False)
+class QGraph(FrozenValue):
     kind: str
     input_fmt: QFormat
-    gates: dict
+    gates: Mapping[str, QGate]  # read-only after construction: gate name -> QGate
     readout: QReadout
-    task: dict | None = None
-    provenance: dict = field(default_factory=dict)
+    task: dict | None = field(default=None, hash=False)
+    provenance: dict = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "gates", frozen_mapping(self.gates))
         if self.kind not in GATE_NAMES:
             raise UserError(f"QGraph: unknown cell kind {self.kind!r}")
         if tuple(sorted(self.gates)) != tuple(sorted(GATE_NAMES[self.kind])):
@@ -376,11 +363,19 @@ class QGraph:
         put("readout.bias", self.readout.bias)
         arrays["readout.shift"] = self.readout.shift
         meta = {
-            "format": "stapes.QGraph", "version": FORMAT_VERSION, "kind": self.kind,
-            "input_fmt": self.input_fmt.to_json(), "gates": gates, "tensors": tensors,
-            "readout": {"mode": self.readout.mode, "activation": self.readout.activation,
-                        "out_fmt": self.readout.out_fmt.to_json()},
-            "task": self.task, "provenance": self.provenance,
+            "format": "stapes.QGraph",
+            "version": FORMAT_VERSION,
+            "kind": self.kind,
+            "input_fmt": self.input_fmt.to_json(),
+            "gates": gates,
+            "tensors": tensors,
+            "readout": {
+                "mode": self.readout.mode,
+                "activation": self.readout.activation,
+                "out_fmt": self.readout.out_fmt.to_json(),
+            },
+            "task": self.task,
+            "provenance": self.provenance,
         }
         return arrays, meta
 
@@ -404,11 +399,16 @@ class QGraph:
         (folder / "qgraph.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, folder: str | Path) -> "QGraph":
-        meta, arrays = read_versioned(folder, "qgraph", "stapes.QGraph", FORMAT_VERSION,
-                                      "not a QModel folder (qgraph.json and qgraph.npz expected; "
-                                      "make one with `stapes quantize`)")
+    def load(cls, folder: str | Path) -> QGraph:
+        meta, arrays = read_versioned(
+            folder,
+            "qgraph",
+            "stapes.QGraph",
+            FORMAT_VERSION,
+            "not a QModel folder (qgraph.json and qgraph.npz expected; make one with `stapes quantize`)",
+        )
         try:
+
             def get(key):
                 t = meta["tensors"][key]
                 return QTensor(t["name"], arrays[key], QFormat.from_json(t["fmt"]))
@@ -416,21 +416,47 @@ class QGraph:
             gates = {}
             for name, g in meta["gates"].items():
                 if g["lowrank"]:
-                    u = QLowRank(get(f"{name}.u.b"), get(f"{name}.u.a"), QFormat.from_json(g["z_fmt"]),
-                                 arrays[f"{name}.u.z_shift"], arrays[f"{name}.u.sigma"])
+                    u = QLowRank(
+                        get(f"{name}.u.b"),
+                        get(f"{name}.u.a"),
+                        QFormat.from_json(g["z_fmt"]),
+                        arrays[f"{name}.u.z_shift"],
+                        arrays[f"{name}.u.sigma"],
+                    )
                 else:
                     u = get(f"{name}.u")
-                gates[name] = QGate(name, get(f"{name}.w"), u, get(f"{name}.bias"),
-                                    arrays[f"{name}.x_shift"], arrays[f"{name}.h_shift"], g["activation"])
+                gates[name] = QGate(
+                    name,
+                    get(f"{name}.w"),
+                    u,
+                    get(f"{name}.bias"),
+                    arrays[f"{name}.x_shift"],
+                    arrays[f"{name}.h_shift"],
+                    g["activation"],
+                )
             r = meta["readout"]
-            readout = QReadout(get("readout.w"), get("readout.bias"), arrays["readout.shift"],
-                               r["mode"], r["activation"], QFormat.from_json(r["out_fmt"]))
-            graph = cls(meta["kind"], QFormat.from_json(meta["input_fmt"]), gates, readout,
-                        meta.get("task"), meta.get("provenance", {}))
+            readout = QReadout(
+                get("readout.w"),
+                get("readout.bias"),
+                arrays["readout.shift"],
+                r["mode"],
+                r["activation"],
+                QFormat.from_json(r["out_fmt"]),
+            )
+            graph = cls(
+                meta["kind"],
+                QFormat.from_json(meta["input_fmt"]),
+                gates,
+                readout,
+                meta.get("task"),
+                meta.get("provenance", {}),
+            )
         except KeyError as e:
             raise UserError(f"{folder}: QGraph is missing {e}") from None
         if meta.get("hash") not in (None, graph.content_hash()):
-            raise UserError(f"{Path(folder) / 'qgraph.json'}: content hash mismatch (qgraph.npz and qgraph.json disagree)")
+            raise UserError(
+                f"{Path(folder) / 'qgraph.json'}: content hash mismatch (qgraph.npz and qgraph.json disagree)"
+            )
         return graph
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from stapes.compress.svd import RankPolicy
 from stapes.emit.model_c import summary
@@ -39,7 +39,9 @@ from stapes.ir.qgraph import QGraph
 from stapes.studies.compress_report import compress_report
 from stapes.studies.deploy import quantize_calibrated, quantize_folder, write_c_folder
 from stapes.studies.verify import verify_folder
-from stapes.target import board as B
+from stapes.target import toolchain
+from stapes.target.profile import load_board
+from stapes.target.run import run_qgraph, stack_text
 
 DEFAULT_OUT = "stapes-demo"
 # Per-task demo model and training (small, quick, reliable); training settings not given here come
@@ -60,8 +62,8 @@ class DemoContext:
     """What the stages share: the arguments, the output folder being written, artifacts, report."""
 
     args: argparse.Namespace
-    out: Path                      # where the demo's folder will appear when it is complete
-    work: Path                     # the folder being written now (renamed to `out` at the end)
+    out: Path  # where the demo's folder will appear when it is complete
+    work: Path  # the folder being written now (renamed to `out` at the end)
     artifacts: dict = field(default_factory=dict)
     report: list[tuple[str, list[str]]] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
@@ -114,23 +116,34 @@ def stage_train(ctx: DemoContext) -> None:
     task = make_task(args.task, **demo["params"])
     hidden = args.hidden or demo["hidden"]
     ctx.log(f"training {args.cell.upper()} N={hidden} on {task.describe()}")
-    trained = train_new(task, args.cell, hidden, progress=not args.quiet, steps=demo.get("steps"),
-                        seed=args.seed, target=demo.get("target", 1.0), eval_every=50)
+    trained = train_new(
+        task,
+        args.cell,
+        hidden,
+        progress=not args.quiet,
+        steps=demo.get("steps"),
+        seed=args.seed,
+        target=demo.get("target", 1.0),
+        eval_every=50,
+    )
     metrics, model = trained.metrics, trained.model
     folder = trained.save(ctx.work / "model", provenance={"source": "stapes demo"})
     ctx.artifacts.update(model=folder, task=task, train_metrics=metrics)
     ctx.summary["train"] = {"task": task.config(), "cell": args.cell, "hidden": hidden, **metrics}
     primary = task.primary_metric
     params = sum(p.numel() for p in model.parameters())
-    ctx.section("train", [
-        f"task:      {task.describe()}  (input coherence {task.coherence():.2f})",
-        f"model:     {args.cell.upper()}, N={hidden}, {params} parameters, seed {args.seed}",
-        f"training:  {metrics['steps']} steps in {metrics['seconds']:.1f} s"
-        + (" (stopped at the target)" if metrics["stopped_early"] else ""),
-        f"test:      {primary} {metrics['test'][primary]:.4f}  "
-        + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if k != primary),
-        f"folder:    {ctx.final_path(folder)}",
-    ])
+    ctx.section(
+        "train",
+        [
+            f"task:      {task.describe()}  (input coherence {task.coherence():.2f})",
+            f"model:     {args.cell.upper()}, N={hidden}, {params} parameters, seed {args.seed}",
+            f"training:  {metrics['steps']} steps in {metrics['seconds']:.1f} s"
+            + (" (stopped at the target)" if metrics["stopped_early"] else ""),
+            f"test:      {primary} {metrics['test'][primary]:.4f}  "
+            + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if k != primary),
+            f"folder:    {ctx.final_path(folder)}",
+        ],
+    )
 
 
 def stage_compress(ctx: DemoContext) -> None:
@@ -140,26 +153,34 @@ def stage_compress(ctx: DemoContext) -> None:
     graph = FloatGraph.load(ctx.artifacts["model"])
     rank = max(1, graph.hidden_size // 4)
     ctx.log(f"compressing to rank {rank} of {graph.hidden_size}, fine-tuning {DEMO_FINETUNE_STEPS} steps")
-    compressed, report = compress_report(graph, RankPolicy("rank", rank), finetune_steps=DEMO_FINETUNE_STEPS,
-                                         seed=ctx.args.seed)
+    compressed, report = compress_report(
+        graph, RankPolicy("rank", rank), finetune_steps=DEMO_FINETUNE_STEPS, seed=ctx.args.seed
+    )
     folder = ctx.stage_dir("compress") / "model"
     folder.mkdir()
     compressed.save(folder)
     write_json(folder / "compress.json", report)
     ctx.artifacts["compressed"] = folder
     cost, name = report["cost"], report["metric_name"]
-    ctx.section("compress (truncated SVD of the recurrent matrices)", [
-        f"rank {rank} of {graph.hidden_size} for {', '.join(cost['matrices'])}",
-        f"recurrent MACs/step: {cost['recurrent_macs_dense']} dense -> {cost['recurrent_macs']} "
-        f"({100 * cost['mac_saving']:.0f}% fewer); parameters {cost['recurrent_params_dense']} -> "
-        f"{cost['recurrent_params']}",
-        f"{name}: dense {report['metric_dense']:.4f}, truncated {report['metric_compressed']:.4f}, "
-        f"fine-tuned ({DEMO_FINETUNE_STEPS} steps) {report['metric_finetuned']:.4f}",
-        f"saved: {ctx.final_path(folder)}",
-    ])
-    ctx.summary["compress"] = {"rank": rank, "metric_dense": report["metric_dense"],
-                               "metric_truncated": report["metric_compressed"],
-                               "metric_finetuned": report["metric_finetuned"], "mac_saving": cost["mac_saving"]}
+    ctx.section(
+        "compress (truncated SVD of the recurrent matrices)",
+        [
+            f"rank {rank} of {graph.hidden_size} for {', '.join(cost['matrices'])}",
+            f"recurrent MACs/step: {cost['recurrent_macs_dense']} dense -> {cost['recurrent_macs']} "
+            f"({100 * cost['mac_saving']:.0f}% fewer); parameters {cost['recurrent_params_dense']} -> "
+            f"{cost['recurrent_params']}",
+            f"{name}: dense {report['metric_dense']:.4f}, truncated {report['metric_compressed']:.4f}, "
+            f"fine-tuned ({DEMO_FINETUNE_STEPS} steps) {report['metric_finetuned']:.4f}",
+            f"saved: {ctx.final_path(folder)}",
+        ],
+    )
+    ctx.summary["compress"] = {
+        "rank": rank,
+        "metric_dense": report["metric_dense"],
+        "metric_truncated": report["metric_compressed"],
+        "metric_finetuned": report["metric_finetuned"],
+        "mac_saving": cost["mac_saving"],
+    }
 
 
 def stage_fixed_point(ctx: DemoContext) -> None:
@@ -174,17 +195,24 @@ def stage_fixed_point(ctx: DemoContext) -> None:
     result = verify_folder(qdir, sequences=256)
     ctx.artifacts["qmodel"] = qdir
     s = summary(q)
-    ctx.summary["fixed_point"] = {"mismatches": result.mismatches, "ops_per_frame": result.ops_per_frame,
-                                  "metrics": result.metrics, "summary": s}
+    ctx.summary["fixed_point"] = {
+        "mismatches": result.mismatches,
+        "ops_per_frame": result.ops_per_frame,
+        "metrics": result.metrics,
+        "summary": s,
+    }
     if not result.ok:
         raise CheckFailed(result.failure())
-    ctx.section("fixed point (quantize -> emit -> verify)", [
-        f"QGraph: input {q.input_fmt.describe()}, output {q.readout.out_fmt.describe()}, "
-        f"int{q.weight_bits} weights, {s['macs_per_frame']} MACs/frame (all-dense {s['macs_per_frame_dense']})",
-        f"C: {s['weight_bytes']} B weights + {s['table_bytes']} B tables, state {s['state_bytes']} B, "
-        f"scratch {s['scratch_bytes']} B -> {ctx.final_path(cdir)}",
-        *result.lines,
-    ])
+    ctx.section(
+        "fixed point (quantize -> emit -> verify)",
+        [
+            f"QGraph: input {q.input_fmt.describe()}, output {q.readout.out_fmt.describe()}, "
+            f"int{q.weight_bits} weights, {s['macs_per_frame']} MACs/frame (all-dense {s['macs_per_frame_dense']})",
+            f"C: {s['weight_bytes']} B weights + {s['table_bytes']} B tables, state {s['state_bytes']} B, "
+            f"scratch {s['scratch_bytes']} B -> {ctx.final_path(cdir)}",
+            *result.lines,
+        ],
+    )
 
 
 def stage_board(ctx: DemoContext) -> None:
@@ -192,33 +220,43 @@ def stage_board(ctx: DemoContext) -> None:
     Cortex-M4 under qemu, compared with the host and the reference; skipped with the install
     line when the cross toolchain is absent."""
     title = "Cortex-M4 (mps2-an386 under qemu)"
-    reason = B.toolchain_missing()
+    reason = toolchain.toolchain_missing()
     if reason:
         ctx.section(title, [f"skipped: {reason}"])
         return
     qmodel = ctx.artifacts.get("qmodel")
     if qmodel is not None:
         q = QGraph.load(qmodel)
-    else:                      # no quantize stage ran: quantize the trained model on its task data
+    else:  # no quantize stage ran: quantize the trained model on its task data
         q = quantize_calibrated(FloatGraph.load(ctx.artifacts["model"]), weights="int16", seed=1)
-    board = B.load_board("mps2-an386")
+    board = load_board("mps2-an386")
     ctx.log("cross-building for the Cortex-M4 and running under qemu")
-    res = B.run_qgraph(q, board, ctx.stage_dir("board"), frames=32, seed=0)
+    res = run_qgraph(q, board, ctx.stage_dir("board"), frames=32, seed=0)
     if not (res.same_as_host and res.same_as_reference and res.returncode == 0):
         raise CheckFailed(f"Cortex-M4 differs: {res.first_mismatch or 'host and target outputs differ'}")
     mean = sum(res.frame_insns) / len(res.frame_insns)
     s = res.sizes
-    ctx.summary["board"] = {"board": board.name, "frames": res.frames, "mismatches": 0,
-                            "instructions_per_frame": mean, "macs_per_frame": res.macs_per_frame,
-                            "flash": s["flash_model"], "ram": s["ram"], "stack": res.stack}
-    ctx.section(title, [
-        f"bit-exact: {res.frames} frames, every output and state equal to the host build and the "
-        f"reference (mismatches: 0)",
-        f"cost:      {mean:,.0f} instructions/frame (qemu), {res.macs_per_frame} MACs/frame, "
-        f"{mean / max(res.macs_per_frame, 1):.2f} instructions/MAC",
-        f"size:      flash {s['flash_model']} B (model + runtime + startup), RAM {s['ram']} B + {B.stack_text(res)}",
-        f"build:     {ctx.final_path(ctx.stage_dir('board'))}",
-    ])
+    ctx.summary["board"] = {
+        "board": board.name,
+        "frames": res.frames,
+        "mismatches": 0,
+        "instructions_per_frame": mean,
+        "macs_per_frame": res.macs_per_frame,
+        "flash": s["flash_model"],
+        "ram": s["ram"],
+        "stack": res.stack,
+    }
+    ctx.section(
+        title,
+        [
+            f"bit-exact: {res.frames} frames, every output and state equal to the host build and the "
+            f"reference (mismatches: 0)",
+            f"cost:      {mean:,.0f} instructions/frame (qemu), {res.macs_per_frame} MACs/frame, "
+            f"{mean / max(res.macs_per_frame, 1):.2f} instructions/MAC",
+            f"size:      flash {s['flash_model']} B (model + runtime + startup), RAM {s['ram']} B + {stack_text(res)}",
+            f"build:     {ctx.final_path(ctx.stage_dir('board'))}",
+        ],
+    )
 
 
 def stage_report(ctx: DemoContext) -> None:
@@ -233,9 +271,14 @@ def stage_report(ctx: DemoContext) -> None:
     lines.append(f"artifacts: {ctx.out}")
     text = "\n".join(lines) + "\n"
     atomic_write_text(ctx.work / "report.txt", text)
-    write_json(ctx.work / "summary.json", {**ctx.summary, "timings_s": ctx.timings,
-                                           "artifacts": {k: str(ctx.final_path(v)) for k, v in ctx.artifacts.items()
-                                                         if isinstance(v, Path)}})
+    write_json(
+        ctx.work / "summary.json",
+        {
+            **ctx.summary,
+            "timings_s": ctx.timings,
+            "artifacts": {k: str(ctx.final_path(v)) for k, v in ctx.artifacts.items() if isinstance(v, Path)},
+        },
+    )
     print(text, end="")
 
 

@@ -36,21 +36,31 @@ def calibration_inputs(graph: FloatGraph, calibration=None, sequences: int = 256
         if sequences < 1:
             raise UserError(f"calibration sequences must be >= 1, got {sequences}")
         task = task_from_config(graph.task)
-        return (task.sample("train", sequences, seed).x,
-                f"task {graph.task.get('name')} train split, {sequences} sequences, seed {seed}")
+        return (
+            task.sample("train", sequences, seed).x,
+            f"task {graph.task.get('name')} train split, {sequences} sequences, seed {seed}",
+        )
     return None, "analytic"
 
 
-def quantize_calibrated(graph: FloatGraph, calibration=None, *, weights: str = "int16",
-                        input_range: float | None = None, sequences: int = 256, seed: int = 0,
-                        provenance: dict | None = None) -> QGraph:
+def quantize_calibrated(
+    graph: FloatGraph,
+    calibration=None,
+    *,
+    weights: str = "int16",
+    input_range: float | None = None,
+    sequences: int = 256,
+    seed: int = 0,
+    provenance: dict | None = None,
+) -> QGraph:
     """Quantize `graph` with ranges from :func:`calibration_inputs`, or from ``|x| <= input_range``
     when there is no calibration data."""
     x, source = calibration_inputs(graph, calibration, sequences, seed)
     if input_range is not None and x is not None:
         raise UserError(f"an input range only applies without calibration data (ranges come from the {source})")
-    return quantize_graph(graph, x, weights=weights, input_bound=input_range,
-                          provenance={"calibration": source, **(provenance or {})})
+    return quantize_graph(
+        graph, x, weights=weights, input_bound=input_range, provenance={"calibration": source, **(provenance or {})}
+    )
 
 
 def quantize_folder(model_folder, out_folder, **kwargs) -> QGraph:

@@ -17,8 +17,9 @@ from stapes.fsutil import atomic_dir, write_json
 from stapes.ir.float_graph import FloatGraph
 
 
-def perturb_report(models: list, kinds=("svd", "gaussian", "quant"), ranks=None, bits=None,
-                   sequences: int = 256, seed: int = 0) -> dict:
+def perturb_report(
+    models: list, kinds=("svd", "gaussian", "quant"), ranks=None, bits=None, sequences: int = 256, seed: int = 0
+) -> dict:
     """The perturb.json report of the model folders `models`: the first is analysed in full;
     memorization models (all of them, trained at different delays) give recall vs delay."""
     if sequences < 1:
@@ -27,14 +28,19 @@ def perturb_report(models: list, kinds=("svd", "gaussian", "quant"), ranks=None,
     graph = graphs[0]
     task, batch = task_and_batch(graph, split="test", n=sequences)
     result = analyse(graph, make_perturbations(graph, list(kinds), ranks, bits, seed=seed), batch, task)
-    report = {"models": [str(m) for m in models], "task": graph.task, "cell": graph.kind,
-              "hidden_size": graph.hidden_size, "sequences": sequences, "analysis": result}
+    report = {
+        "models": [str(m) for m in models],
+        "task": graph.task,
+        "cell": graph.kind,
+        "hidden_size": graph.hidden_size,
+        "sequences": sequences,
+        "analysis": result,
+    }
     mem = [g for g in graphs if (g.task or {}).get("name") == "memorization"]
     if len(graphs) > 1 and len(mem) != len(graphs):
         raise UserError("several models are only for recall vs delay: give memorization models only")
     if mem:
-        report["recall_by_delay"] = recall_by_delay(mem, ranks or default_perturb_ranks(graph.hidden_size),
-                                                    n=sequences)
+        report["recall_by_delay"] = recall_by_delay(mem, ranks or default_perturb_ranks(graph.hidden_size), n=sequences)
     return report
 
 
@@ -65,10 +71,17 @@ def _plot_drift(result: dict, path) -> None:
         ax.semilogy(steps, r["drift_linear"], color=color, lw=0.6, ls=":")
     if start:
         ax.axvline(start - 0.5, color="gray", lw=0.8)
-    _finish(fig, ax, path, "step t", "RMS ||h'_t - h_t||",
-            "drift: measured (solid), first order saturated (dashed) / linear (dotted)\n"
-            f"Pearson over perturbations x steps: saturated {fmt(result['pearson_drift_saturated_all'])}, "
-            f"linear {fmt(result['pearson_drift_linear_all'])}", legend_size=6)
+    _finish(
+        fig,
+        ax,
+        path,
+        "step t",
+        "RMS ||h'_t - h_t||",
+        "drift: measured (solid), first order saturated (dashed) / linear (dotted)\n"
+        f"Pearson over perturbations x steps: saturated {fmt(result['pearson_drift_saturated_all'])}, "
+        f"linear {fmt(result['pearson_drift_linear_all'])}",
+        legend_size=6,
+    )
 
 
 def _plot_scatter(result: dict, path) -> None:
@@ -82,13 +95,27 @@ def _plot_scatter(result: dict, path) -> None:
         meas = [v for r in sel for v in r["drift_measured"][start:]]
         pred = [v for r in sel for v in r["drift_saturated"][start:]]
         everything += meas + pred
-        ax.loglog(meas, pred, "o", ms=2, alpha=0.6, color=f"C{i}",
-                  label=f"{kind} (Pearson {fmt(result[f'pearson_drift_saturated_{kind}'])})")
+        ax.loglog(
+            meas,
+            pred,
+            "o",
+            ms=2,
+            alpha=0.6,
+            color=f"C{i}",
+            label=f"{kind} (Pearson {fmt(result[f'pearson_drift_saturated_{kind}'])})",
+        )
     positive = [v for v in everything if v > 0]
     if positive:
         ax.plot([min(positive), max(positive)], [min(positive), max(positive)], color="gray", lw=1, ls="--")
-    _finish(fig, ax, path, "measured drift (RMS, per step)", "predicted drift (first order, saturated)",
-            "predicted vs measured drift over perturbations and steps", ncol=1)
+    _finish(
+        fig,
+        ax,
+        path,
+        "measured drift (RMS, per step)",
+        "predicted drift (first order, saturated)",
+        "predicted vs measured drift over perturbations and steps",
+        ncol=1,
+    )
 
 
 def _plot_recall(rec: dict, path) -> None:
@@ -98,13 +125,20 @@ def _plot_recall(rec: dict, path) -> None:
     for i, rank in enumerate(rec["ranks"]):
         rows = [next((r for r in d["rows"] if r["rank"] == rank), None) for d in rec["per_delay"]]
         pts = [(t, r) for t, r in zip(delays, rows) if r is not None]
-        ax.plot([t for t, _ in pts], [r["metric_measured"] for _, r in pts], "-o", ms=3, color=f"C{i}",
-                label=f"r={rank}")
+        ax.plot(
+            [t for t, _ in pts], [r["metric_measured"] for _, r in pts], "-o", ms=3, color=f"C{i}", label=f"r={rank}"
+        )
         ax.plot([t for t, _ in pts], [r["metric_saturated"] for _, r in pts], "--", color=f"C{i}")
-    _finish(fig, ax, path, "delay T (each point: a model trained at T)", "recall accuracy",
-            "recall vs delay after SVD truncation: measured (solid), predicted (dashed)\n"
-            f"Pearson over ranks x delays: recall-window drift {fmt(rec['pearson_recall_drift_saturated'])}, "
-            f"accuracy {fmt(rec['pearson_recall_accuracy_saturated'])}")
+    _finish(
+        fig,
+        ax,
+        path,
+        "delay T (each point: a model trained at T)",
+        "recall accuracy",
+        "recall vs delay after SVD truncation: measured (solid), predicted (dashed)\n"
+        f"Pearson over ranks x delays: recall-window drift {fmt(rec['pearson_recall_drift_saturated'])}, "
+        f"accuracy {fmt(rec['pearson_recall_accuracy_saturated'])}",
+    )
 
 
 def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str, ncol: int = 2, legend_size: int = 7) -> None:

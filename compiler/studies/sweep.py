@@ -14,13 +14,24 @@ import json
 from pathlib import Path
 
 from stapes.compress.svd import recurrent_cost, with_rank
-from stapes.frontend.finetune import finetune_graph
-from stapes.tasks.evaluate import evaluate_metric
 from stapes.errors import UserError
+from stapes.frontend.finetune import finetune_graph
 from stapes.ir.float_graph import FloatGraph
+from stapes.tasks.evaluate import evaluate_metric
 
-CSV_FIELDS = ("rank", "metric", "metric_finetuned", "recurrent_macs", "recurrent_macs_dense", "mac_saving",
-              "step_macs", "params", "params_dense", "spectral_rel", "frobenius_rel")
+CSV_FIELDS = (
+    "rank",
+    "metric",
+    "metric_finetuned",
+    "recurrent_macs",
+    "recurrent_macs_dense",
+    "mac_saving",
+    "step_macs",
+    "params",
+    "params_dense",
+    "spectral_rel",
+    "frobenius_rel",
+)
 
 
 def default_ranks(n: int, max_points: int = 64) -> list[int]:
@@ -38,9 +49,16 @@ def check_ranks(ranks: list[int], n: int) -> list[int]:
     return sorted(set(ranks), reverse=True)
 
 
-def run_sweep(graph: FloatGraph, ranks: list[int] | None = None, *, finetune_steps: int = 0,
-              finetune_ranks: list[int] | None = None, joint: bool = False, seed: int = 0,
-              progress: bool = True) -> dict:
+def run_sweep(
+    graph: FloatGraph,
+    ranks: list[int] | None = None,
+    *,
+    finetune_steps: int = 0,
+    finetune_ranks: list[int] | None = None,
+    joint: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Sweep `graph` over `ranks` (default :func:`default_ranks`); returns a JSON-able dict.
 
     Fine-tuning (``finetune_steps > 0``) runs at `finetune_ranks` (default: every swept rank).
@@ -58,21 +76,36 @@ def run_sweep(graph: FloatGraph, ranks: list[int] | None = None, *, finetune_ste
         g = with_rank(graph, r, joint=joint)
         cost = recurrent_cost(g)
         errs = list(g.provenance["compress"]["matrices"].values())
-        row = {"rank": r, "metric": evaluate_metric(g)[1], "metric_finetuned": None,
-               "recurrent_macs": cost["recurrent_macs"], "recurrent_macs_dense": cost["recurrent_macs_dense"],
-               "mac_saving": cost["mac_saving"], "step_macs": cost["step_macs"], "params": cost["params"],
-               "params_dense": cost["params_dense"],
-               "spectral_rel": max(e["spectral_rel"] for e in errs),
-               "frobenius_rel": max(e["frobenius_rel"] for e in errs)}
+        row = {
+            "rank": r,
+            "metric": evaluate_metric(g)[1],
+            "metric_finetuned": None,
+            "recurrent_macs": cost["recurrent_macs"],
+            "recurrent_macs_dense": cost["recurrent_macs_dense"],
+            "mac_saving": cost["mac_saving"],
+            "step_macs": cost["step_macs"],
+            "params": cost["params"],
+            "params_dense": cost["params_dense"],
+            "spectral_rel": max(e["spectral_rel"] for e in errs),
+            "frobenius_rel": max(e["frobenius_rel"] for e in errs),
+        }
         if r in tune_at:
             row["metric_finetuned"] = evaluate_metric(finetune_graph(g, finetune_steps, seed=seed))[1]
         rows.append(row)
-    return {"metric_name": name, "metric_dense": dense_metric, "hidden_size": n, "cell": graph.kind,
-            "joint": joint, "finetune_steps": finetune_steps, "task": graph.task,
-            "smallest_rank_within_1_point": smallest_rank_within(rows, dense_metric, "metric"),
-            "smallest_rank_within_1_point_finetuned":
-                smallest_rank_within(rows, dense_metric, "metric_finetuned") if finetune_steps else None,
-            "rows": rows}
+    return {
+        "metric_name": name,
+        "metric_dense": dense_metric,
+        "hidden_size": n,
+        "cell": graph.kind,
+        "joint": joint,
+        "finetune_steps": finetune_steps,
+        "task": graph.task,
+        "smallest_rank_within_1_point": smallest_rank_within(rows, dense_metric, "metric"),
+        "smallest_rank_within_1_point_finetuned": smallest_rank_within(rows, dense_metric, "metric_finetuned")
+        if finetune_steps
+        else None,
+        "rows": rows,
+    }
 
 
 def smallest_rank_within(rows: list[dict], reference: float, key: str, tol: float = 0.01) -> int | None:

@@ -54,8 +54,7 @@ class VerifyResult:
         if self.mismatches:
             return self.first_mismatch
         if not self.ops_agree:
-            return (f"op counts differ: C {self.ops_c}, reference {self.ops_reference}, "
-                    f"analytic {self.ops_analytic}")
+            return f"op counts differ: C {self.ops_c}, reference {self.ops_reference}, analytic {self.ops_analytic}"
         return None
 
 
@@ -73,13 +72,21 @@ def verification_inputs(q: QGraph, x=None, sequences: int = 512, steps: int = 10
         task, batch = eval_batch(q.task, "test", sequences, seed)
         return task, batch, quantize_input(q, batch.x)
     bound = float(q.provenance.get("ranges", {}).get("input_max", 1.0))
-    limit = min(bound, 32767 / 2.0 ** q.input_fmt.frac)
+    limit = min(bound, 32767 / 2.0**q.input_fmt.frac)
     rng = np.random.default_rng(seed)
     return None, None, quantize_input(q, rng.uniform(-limit, limit, size=(sequences, steps, q.input_size)))
 
 
-def verify(q: QGraph, x=None, *, sequences: int = 512, steps: int = 100, rank: int | None = None,
-           seed: int = 1234, float_graph: FloatGraph | None = None) -> VerifyResult:
+def verify(
+    q: QGraph,
+    x=None,
+    *,
+    sequences: int = 512,
+    steps: int = 100,
+    rank: int | None = None,
+    seed: int = 1234,
+    float_graph: FloatGraph | None = None,
+) -> VerifyResult:
     """Build and run the C of `q`, compare it with the reference, and measure the task metric.
 
     `x`: float inputs (B, T, I); without them the task's test split (``sequences`` sequences) or
@@ -96,20 +103,30 @@ def verify(q: QGraph, x=None, *, sequences: int = 512, steps: int = 100, rank: i
     analytic = analytic_ops(q, steps, bsz, rank)
     per_frame = {k: ops[k] / (bsz * steps) for k in OP_KINDS}
     compared = int(states.size + y.size)
-    lines = [f"{bsz} sequences x {steps} steps, {compared} values compared "
-             f"({q.kind}, N={q.hidden_size}, rank {rank or q.rank or 'dense'}, int{q.weight_bits} weights)",
-             f"mismatches: {bad}",
-             "ops per frame: " + "  ".join(f"{k} {v:.1f}" for k, v in per_frame.items()),
-             f"op counts: C counters {'=' if ops == ref.ops else '!='} reference "
-             f"{'=' if ref.ops == analytic else '!='} analytic"]
+    lines = [
+        f"{bsz} sequences x {steps} steps, {compared} values compared "
+        f"({q.kind}, N={q.hidden_size}, rank {rank or q.rank or 'dense'}, int{q.weight_bits} weights)",
+        f"mismatches: {bad}",
+        "ops per frame: " + "  ".join(f"{k} {v:.1f}" for k, v in per_frame.items()),
+        f"op counts: C counters {'=' if ops == ref.ops else '!='} reference "
+        f"{'=' if ref.ops == analytic else '!='} analytic",
+    ]
     metrics = task_metrics(q, task, batch, y, float_graph, rank) if task is not None else {}
     if metrics:
         lines.append(f"{task.primary_metric}: " + "  |  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     first = first_mismatch("states", states, ref.states) or first_mismatch("outputs", y, ref.outputs)
-    return VerifyResult(mismatches=bad, first_mismatch=first, values_compared=compared, ops_c=ops,
-                        ops_reference=ref.ops, ops_analytic=analytic, ops_per_frame=per_frame,
-                        metric_name=task.primary_metric if task is not None else None,
-                        metrics=metrics, lines=tuple(lines))
+    return VerifyResult(
+        mismatches=bad,
+        first_mismatch=first,
+        values_compared=compared,
+        ops_c=ops,
+        ops_reference=ref.ops,
+        ops_analytic=analytic,
+        ops_per_frame=per_frame,
+        metric_name=task.primary_metric if task is not None else None,
+        metrics=metrics,
+        lines=tuple(lines),
+    )
 
 
 def verify_folder(folder, **kwargs) -> VerifyResult:
@@ -130,10 +147,17 @@ def task_metrics(q: QGraph, task, batch, y, graph: FloatGraph | None, rank: int 
         cols["float (dense, compress.json)"] = dense["value"]
     if graph is not None:
         lowrank = any(isinstance(m, LowRank) for m in graph.cell.recurrent().values())
-        if rank is not None:   # the same prefix of the sigma-sorted factors the C runs
-            graph = graph.replace_cell(dataclasses.replace(graph.cell, **{
-                k: m.truncate(min(rank, m.rank)) for k, m in graph.cell.recurrent().items()
-                if isinstance(m, LowRank)}))
+        if rank is not None:  # the same prefix of the sigma-sorted factors the C runs
+            graph = graph.replace_cell(
+                dataclasses.replace(
+                    graph.cell,
+                    **{
+                        k: m.truncate(min(rank, m.rank))
+                        for k, m in graph.cell.recurrent().items()
+                        if isinstance(m, LowRank)
+                    },
+                )
+            )
         out, _ = graph.run(batch.x)
         cols["low-rank float" if lowrank else "float"] = metrics_from_outputs(task, out, batch)[name]
     cols[f"fixed point int{q.weight_bits}"] = metrics_from_outputs(task, dequantize_output(q, y), batch)[name]

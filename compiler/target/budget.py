@@ -4,8 +4,8 @@ The estimate follows the C runtime's structure (runtime_c/src): one `stp_model_s
 runs the cell (one gate for the RNN, two for the MGU; each gate does W x, then U h dense or
 B h -> z -> A z low-rank, one combine + table look-up per row) and then the readout. From a
 `ModelShape` it counts dot-product calls, MACs, rows and look-ups exactly; the board profile
-turns those counts into instructions (coefficients fitted to qemu counts of the same runtime,
-`[insn_model]` in board.toml) and cycles (the `[cost]` table: qemu counts no cycles, so cycles
+turns those counts into instructions (coefficients fitted to qemu counts of the same runtime by
+stapes.target.calibrate, `[insn_model]` in board.toml) and cycles (the `[cost]` table: qemu counts no cycles, so cycles
 stay an estimate). Flash and RAM are exact sums of the arrays the emitter writes plus the
 measured code size of the runtime (`[code_model]`).
 """
@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from stapes.target.board import Board
 from stapes.errors import UserError
+from stapes.ir.contract import LUT_SIZE, scratch_elements
+from stapes.ir.float_graph import LowRank
+from stapes.ir.qgraph import QGraph
+from stapes.target.profile import Board, load_board
 
-LUT_BYTES = ((1 << 10) + 1) * 2        # STP_LUT_SIZE int16 entries (stp_fixed.h)
-PTR = 4                                # 32-bit targets
-MAT_STRUCT = 4 * PTR                   # stp_mat_t: w8, w16, rows, cols
-GATE_STRUCT = 4 * MAT_STRUCT + 5 * PTR # stp_gate_t
+LUT_BYTES = LUT_SIZE * 2  # STP_LUT_SIZE int16 entries (stp_fixed.h)
+PTR = 4  # 32-bit targets
+MAT_STRUCT = 4 * PTR  # stp_mat_t: w8, w16, rows, cols
+GATE_STRUCT = 4 * MAT_STRUCT + 5 * PTR  # stp_gate_t
 READOUT_STRUCT = MAT_STRUCT + 4 * PTR  # stp_readout_t
 MODEL_STRUCT = 5 * 4 + 2 * GATE_STRUCT + READOUT_STRUCT
 
@@ -29,11 +32,11 @@ MODEL_STRUCT = 5 * 4 + 2 * GATE_STRUCT + READOUT_STRUCT
 class ModelShape:
     """The sizes that decide a model's cost. ranks: recurrent matrix -> rank, None = dense."""
 
-    cell: str                       # "rnn" | "mgu"
+    cell: str  # "rnn" | "mgu"
     input_size: int
     hidden_size: int
     output_size: int
-    ranks: dict = field(default_factory=dict)   # {"u": r} or {"u_f": r, "u_h": r}
+    ranks: dict = field(default_factory=dict)  # {"u": r} or {"u_f": r, "u_h": r}
     weight_bits: int = 16
     readout_mode: str = "per_step"
     readout_activation: str = "linear"
@@ -61,32 +64,50 @@ class ModelShape:
 
 def shape_of_graph(graph, weight_bits: int = 16) -> ModelShape:
     """The ModelShape of a FloatGraph (dense or LowRank recurrent matrices)."""
-    from stapes.ir.float_graph import LowRank
-
     ranks = {k: (m.rank if isinstance(m, LowRank) else None) for k, m in graph.cell.recurrent().items()}
     cell = "rnn" if set(ranks) == {"u"} else "mgu"
-    return ModelShape(cell, graph.input_size, graph.hidden_size, graph.output_size, ranks, weight_bits,
-                      graph.readout.mode, graph.readout.activation)
+    return ModelShape(
+        cell,
+        graph.input_size,
+        graph.hidden_size,
+        graph.output_size,
+        ranks,
+        weight_bits,
+        graph.readout.mode,
+        graph.readout.activation,
+    )
 
 
 def shape_of_qgraph(q) -> ModelShape:
     """The ModelShape of a QGraph (stapes.ir.qgraph)."""
     names = {"f": "u_f", "h": "u_h"} if q.kind == "mgu" else {"h": "u"}
     ranks = {names[k]: (g.rank if g.lowrank else None) for k, g in q.gates.items()}
-    return ModelShape(q.kind, q.input_size, q.hidden_size, q.output_size, ranks, q.weight_bits,
-                      q.readout.mode, q.readout.activation)
+    return ModelShape(
+        q.kind, q.input_size, q.hidden_size, q.output_size, ranks, q.weight_bits, q.readout.mode, q.readout.activation
+    )
 
 
 # ----------------------------------------------------------------------------- counts
 
+
 def step_counts(s: ModelShape) -> dict:
     """Exact per-frame work of `stp_model_step` for this shape (the cell, then the readout)."""
     n, i, o = s.hidden_size, s.input_size, s.output_size
-    c = {"dot_calls": 0, "macs_dense": 0, "macs_lowrank": 0, "macs_input": 0, "macs_readout": 0,
-         "gate_rows": 0, "z_rows": 0, "luts": 0, "mgu_rows": 0, "readout_rows": o}
+    c = {
+        "dot_calls": 0,
+        "macs_dense": 0,
+        "macs_lowrank": 0,
+        "macs_input": 0,
+        "macs_readout": 0,
+        "gate_rows": 0,
+        "z_rows": 0,
+        "luts": 0,
+        "mgu_rows": 0,
+        "readout_rows": o,
+    }
     for name in s.matrices:
         r = s.rank(name)
-        c["dot_calls"] += n                      # W x, one dot per row
+        c["dot_calls"] += n  # W x, one dot per row
         c["macs_input"] += n * i
         c["gate_rows"] += n
         c["luts"] += n
@@ -94,7 +115,7 @@ def step_counts(s: ModelShape) -> dict:
             c["dot_calls"] += n
             c["macs_dense"] += n * n
         else:
-            c["dot_calls"] += r + n              # B h (r rows of N), A z (N rows of r)
+            c["dot_calls"] += r + n  # B h (r rows of N), A z (N rows of r)
             c["macs_lowrank"] += 2 * n * r
             c["z_rows"] += r
     if s.cell == "mgu":
@@ -123,30 +144,52 @@ def weight_bytes(s: ModelShape) -> dict:
         tables.add("sigmoid")
     if s.readout_activation == "sigmoid":
         tables.add("sigmoid")
-    return {"weights": weights * wb, "shifts": shifts, "biases": biases,
-            "tables": LUT_BYTES * len(tables), "structs": MODEL_STRUCT}
+    return {
+        "weights": weights * wb,
+        "shifts": shifts,
+        "biases": biases,
+        "tables": LUT_BYTES * len(tables),
+        "structs": MODEL_STRUCT,
+    }
 
 
 def ram_bytes(s: ModelShape) -> dict:
     """Caller-owned buffers: state, scratch (stp_model_scratch_size int16), input and output."""
     n = s.hidden_size
-    scratch = (3 * n if s.cell == "mgu" else n) + s.rank_max
+    scratch = scratch_elements(s.cell, n, s.rank_max)
 
-    def words(elems: int) -> int:          # gcc places each int16 array on a 4-byte boundary
+    def words(elems: int) -> int:  # gcc places each int16 array on a 4-byte boundary
         return 4 * ((2 * elems + 3) // 4)
-    return {"state": words(n), "scratch": words(scratch), "input": words(s.input_size),
-            "output": words(s.output_size)}
+
+    return {"state": words(n), "scratch": words(scratch), "input": words(s.input_size), "output": words(s.output_size)}
 
 
 # ----------------------------------------------------------------------------- estimates
 
-INSN_FEATURES = ("const", "row_calls8", "row_calls16", "dual_calls", "dual_blocks", "dual_pairs_c",
-                 "mac16_dual", "mac16_dual_tail", "mac16_dual_odd",
-                 "mac16_fast", "mac16_pair", "mac16_scalar", "mac8_fast",
-                 "mac8_scalar", "gate_rows", "z_rows", "luts", "mgu_rows", "readout_rows")
+INSN_FEATURES = (
+    "const",
+    "row_calls8",
+    "row_calls16",
+    "dual_calls",
+    "dual_blocks",
+    "dual_pairs_c",
+    "mac16_dual",
+    "mac16_dual_tail",
+    "mac16_dual_odd",
+    "mac16_fast",
+    "mac16_pair",
+    "mac16_scalar",
+    "mac8_fast",
+    "mac8_scalar",
+    "gate_rows",
+    "z_rows",
+    "luts",
+    "mgu_rows",
+    "readout_rows",
+)
 
 
-def _dot_split(bits: int, n: int, w_aligned: bool, x_aligned: bool, dsp: bool) -> dict:
+def dot_split(bits: int, n: int, w_aligned: bool, x_aligned: bool, dsp: bool) -> dict:
     """How stp_dot_s16_s{8,16} spends n MACs (mirrors its DSP branch in stp_matvec.c):
     `fast` in the LDM loop, `pair` in SMLAD pair steps, `scalar` one at a time."""
     if not dsp:
@@ -164,16 +207,17 @@ def _dot_split(bits: int, n: int, w_aligned: bool, x_aligned: bool, dsp: bool) -
 
 def _add_dot(acc: dict, bits: int, n: int, w_aligned: bool, x_aligned: bool, dsp: bool) -> None:
     """One stp_dot_s16_s{bits} call: its MAC split and one kernel call."""
-    for k, v in _dot_split(bits, n, w_aligned, x_aligned, dsp).items():
+    for k, v in dot_split(bits, n, w_aligned, x_aligned, dsp).items():
         acc[f"mac{bits}_{k}"] = acc.get(f"mac{bits}_{k}", 0) + v
     acc["kernel_calls"] = acc.get("kernel_calls", 0) + 1
 
 
-DSP_BLOCK = 16      # rows per stp_dsp_dot2_s16 call in the gates (STP_DSP_BLOCK in stp_matvec.c)
+DSP_BLOCK = 16  # rows per stp_dsp_dot2_s16 call in the gates (STP_DSP_BLOCK in stp_matvec.c)
 
 
-def _matrix_macs(bits: int, rows: int, cols: int, x_aligned: bool, dsp: bool, acc: dict,
-                 n: int | None = None, paired: bool = False) -> None:
+def _matrix_macs(
+    bits: int, rows: int, cols: int, x_aligned: bool, dsp: bool, acc: dict, n: int | None = None, paired: bool = False
+) -> None:
     """Add the work of a row-major (rows, cols) matrix times an int16 vector (first n columns).
 
     Arrays start word aligned (gcc aligns arrays on ARM); row i starts i * cols elements in.
@@ -213,27 +257,35 @@ def insn_features(s: ModelShape, dsp: bool = False) -> dict:
     """The quantities the instruction model is linear in (per frame)."""
     c = step_counts(s)
     n, i, bits = s.hidden_size, s.input_size, s.weight_bits
-    even = n % 2 == 0            # scratch buffers f*h (scratch + N) and z (scratch + N or 3N)
+    even = n % 2 == 0  # scratch buffers f*h (scratch + N) and z (scratch + N or 3N)
     acc: dict = {}
     for name in s.matrices:
         r = s.rank(name)
-        x_rec_aligned = even if name == "u_h" else True     # the MGU candidate multiplies f*h
+        x_rec_aligned = even if name == "u_h" else True  # the MGU candidate multiplies f*h
         _matrix_macs(bits, n, i, True, dsp, acc, paired=True)
         if r is None:
             _matrix_macs(bits, n, n, x_rec_aligned, dsp, acc, paired=True)
         else:
             _matrix_macs(bits, r, n, x_rec_aligned, dsp, acc, paired=True)
             _matrix_macs(bits, n, r, even, dsp, acc, paired=True)
-    _matrix_macs(bits, s.output_size, n, True, dsp, acc)     # the readout: single rows
+    _matrix_macs(bits, s.output_size, n, True, dsp, acc)  # the readout: single rows
     f = {k: 0 for k in INSN_FEATURES}
     f.update({k: v for k, v in acc.items() if k in f})
-    f["mac16_pair"] //= 2          # one SMLAD step per pair
+    f["mac16_pair"] //= 2  # one SMLAD step per pair
     # row_calls: the per-row call path around the kernel (row_dot, loop), which differs by width
     rows = acc.get("row_calls", 0)
-    f.update(const=1, dot_calls=c["dot_calls"], kernel_calls=acc.get("kernel_calls", 0),
-             row_calls8=rows if bits == 8 else 0, row_calls16=rows if bits == 16 else 0,
-             gate_rows=c["gate_rows"], z_rows=c["z_rows"],
-             luts=c["luts"], mgu_rows=c["mgu_rows"], readout_rows=c["readout_rows"])
+    f.update(
+        const=1,
+        dot_calls=c["dot_calls"],
+        kernel_calls=acc.get("kernel_calls", 0),
+        row_calls8=rows if bits == 8 else 0,
+        row_calls16=rows if bits == 16 else 0,
+        gate_rows=c["gate_rows"],
+        z_rows=c["z_rows"],
+        luts=c["luts"],
+        mgu_rows=c["mgu_rows"],
+        readout_rows=c["readout_rows"],
+    )
     return f
 
 
@@ -258,8 +310,6 @@ def _instruction_source(board: Board) -> Board | None:
         return board
     src = board.cost.get("insn_model_from")
     if src:
-        from stapes.target.board import load_board
-
         return load_board(src)
     return None
 
@@ -281,12 +331,14 @@ def estimate_cycles(s: ModelShape, board: Board) -> float:
         return cycles + 20 * rows * cost["other_cycles"]
     f = insn_features(s, src.has_dsp)
     m = src.insn_model
-    covered = (sum(m.get(k, 0.0) * f[k] for k in (*MAC_FEATURES, *DUAL_MAC_FEATURES))
-               + m.get("luts", 0.0) * f["luts"]
-               + m.get(f"row_calls{s.weight_bits}", 0.0) * f[f"row_calls{s.weight_bits}"]
-               + m.get("dual_calls", 0.0) * f["dual_calls"]
-               + m.get(f"dot_call{s.weight_bits}", 0.0) * f["kernel_calls"]
-               + 3 * rows)
+    covered = (
+        sum(m.get(k, 0.0) * f[k] for k in (*MAC_FEATURES, *DUAL_MAC_FEATURES))
+        + m.get("luts", 0.0) * f["luts"]
+        + m.get(f"row_calls{s.weight_bits}", 0.0) * f[f"row_calls{s.weight_bits}"]
+        + m.get("dual_calls", 0.0) * f["dual_calls"]
+        + m.get(f"dot_call{s.weight_bits}", 0.0) * f["kernel_calls"]
+        + 3 * rows
+    )
     rest = max(insns - covered, 0.0) * cost.get("overhead_scale", 1.0)
     return cycles + rest * cost["other_cycles"]
 
@@ -298,13 +350,13 @@ class Budget:
     shape: dict
     frame_ms: float
     clock_hz: int
-    flash: dict                     # parts + total
-    ram: dict                       # parts + total (stack listed, also in the total)
+    flash: dict  # parts + total
+    ram: dict  # parts + total (stack listed, also in the total)
     counts: dict
     instructions: float | None
     instructions_source: str
     cycles: float
-    core_share: float               # cycles per frame / cycles available per frame
+    core_share: float  # cycles per frame / cycles available per frame
     fits: dict
     notes: list
 
@@ -341,22 +393,32 @@ def budget(s: ModelShape, board: Board, frame_ms: float, clock_hz: int | None = 
         notes.append("code size unknown for this board (no [code_model]); flash counts data only")
     notes.append("cycles come from the board's cost table; qemu counts instructions, not cycles")
     return Budget(
-        board=board.name, board_kind=board.kind, shape=asdict(s), frame_ms=frame_ms, clock_hz=clock,
-        flash=flash, ram=ram, counts=counts, instructions=insns,
+        board=board.name,
+        board_kind=board.kind,
+        shape=asdict(s),
+        frame_ms=frame_ms,
+        clock_hz=clock,
+        flash=flash,
+        ram=ram,
+        counts=counts,
+        instructions=insns,
         instructions_source="qemu-fitted model" if insns is not None else "none",
-        cycles=cycles, core_share=share,
-        fits={"flash": flash["total"] <= board.flash_bytes, "ram": ram["total"] <= board.ram_bytes,
-              "time": share <= 1.0},
-        notes=notes)
+        cycles=cycles,
+        core_share=share,
+        fits={
+            "flash": flash["total"] <= board.flash_bytes,
+            "ram": ram["total"] <= board.ram_bytes,
+            "time": share <= 1.0,
+        },
+        notes=notes,
+    )
 
 
-def budget_for(model, board: str | Board, frame_ms: float, *, weights: str = "int16",
-               clock_hz: int | None = None) -> Budget:
+def budget_for(
+    model, board: str | Board, frame_ms: float, *, weights: str = "int16", clock_hz: int | None = None
+) -> Budget:
     """:func:`budget` of a QGraph (its own weight width) or a FloatGraph (at `weights` bits) on
     `board` (a profile or its name): the one path of `stapes budget` and :func:`stapes.budget`."""
-    from stapes.ir.qgraph import QGraph
-    from stapes.target.board import load_board
-
     if weights not in ("int8", "int16"):
         raise UserError(f"weights must be int8 or int16, got {weights!r}")
     if clock_hz is not None and clock_hz <= 0:
@@ -369,151 +431,30 @@ def format_budget(b: Budget) -> str:
     """The human table `stapes budget` prints."""
     s = b.shape
     ranks = ", ".join(f"{k}={'dense' if v is None else v}" for k, v in s["ranks"].items())
-    lines = [f"board {b.board} ({b.board_kind}), {b.clock_hz / 1e6:g} MHz, frame {b.frame_ms:g} ms",
-             f"model {s['cell']} I={s['input_size']} N={s['hidden_size']} O={s['output_size']} "
-             f"int{s['weight_bits']} weights, {ranks}",
-             "", f"{'flash':<10}{'bytes':>10}"]
+    lines = [
+        f"board {b.board} ({b.board_kind}), {b.clock_hz / 1e6:g} MHz, frame {b.frame_ms:g} ms",
+        f"model {s['cell']} I={s['input_size']} N={s['hidden_size']} O={s['output_size']} "
+        f"int{s['weight_bits']} weights, {ranks}",
+        "",
+        f"{'flash':<10}{'bytes':>10}",
+    ]
     lines += [f"  {k:<8}{v:>10}" for k, v in b.flash.items() if k != "total"]
     lines += [f"  {'total':<8}{b.flash['total']:>10}", "", f"{'RAM':<10}{'bytes':>10}"]
     lines += [f"  {k:<8}{v:>10}" for k, v in b.ram.items() if k != "total"]
     lines += [f"  {'total':<8}{b.ram['total']:>10}", ""]
     c = b.counts
-    lines.append(f"MACs/frame {c['macs']} (recurrent {c['macs_recurrent']}: dense {c['macs_dense']}, "
-                 f"low-rank {c['macs_lowrank']}; input {c['macs_input']}; readout {c['macs_readout']})")
+    lines.append(
+        f"MACs/frame {c['macs']} (recurrent {c['macs_recurrent']}: dense {c['macs_dense']}, "
+        f"low-rank {c['macs_lowrank']}; input {c['macs_input']}; readout {c['macs_readout']})"
+    )
     lines.append(f"table look-ups/frame {c['luts']}, dot calls/frame {c['dot_calls']}")
     if b.instructions is not None:
         lines.append(f"instructions/frame ~{b.instructions:,.0f} ({b.instructions / max(c['macs'], 1):.2f}/MAC)")
-    lines.append(f"cycles/frame ~{b.cycles:,.0f} (estimate) -> {100 * b.core_share:.2f} % of the core "
-                 f"at {b.clock_hz / 1e6:g} MHz for one frame every {b.frame_ms:g} ms")
+    lines.append(
+        f"cycles/frame ~{b.cycles:,.0f} (estimate) -> {100 * b.core_share:.2f} % of the core "
+        f"at {b.clock_hz / 1e6:g} MHz for one frame every {b.frame_ms:g} ms"
+    )
     verdict = ", ".join(f"{k} {'ok' if v else 'DOES NOT FIT'}" for k, v in b.fits.items())
     lines.append(f"fits: {verdict}")
     lines += [f"note: {n}" for n in b.notes]
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- calibration
-
-def calibration_shapes() -> list[ModelShape]:
-    """Shapes spanning the instruction model's features: both cells, dense and low-rank,
-    odd and even sizes, int8 and int16 weights, linear and sigmoid readouts."""
-    out = []
-    for bits in (8, 16):
-        out += [
-            ModelShape("rnn", 3, 16, 2, {"u": None}, bits),
-            ModelShape("rnn", 5, 24, 3, {"u": 4}, bits, readout_activation="sigmoid"),
-            ModelShape("rnn", 2, 40, 1, {"u": None}, bits),
-            ModelShape("mgu", 4, 32, 3, {"u_f": 8, "u_h": 8}, bits),
-            ModelShape("mgu", 1, 48, 2, {"u_f": None, "u_h": None}, bits),
-            ModelShape("mgu", 6, 64, 4, {"u_f": 16, "u_h": 16}, bits, readout_activation="sigmoid"),
-            ModelShape("mgu", 3, 17, 5, {"u_f": 5, "u_h": 5}, bits),
-            ModelShape("rnn", 7, 33, 2, {"u": 3}, bits),
-            ModelShape("mgu", 2, 8, 1, {"u_f": None, "u_h": None}, bits),
-            ModelShape("rnn", 8, 64, 4, {"u": 16}, bits),
-            ModelShape("mgu", 3, 21, 2, {"u_f": 7, "u_h": 7}, bits, readout_mode="final"),
-            ModelShape("rnn", 1, 96, 1, {"u": None}, bits),
-        ]
-    return out
-
-
-def dot_cases() -> list[tuple[int, int, int, int]]:
-    """(bits, n, w offset, x offset) calls covering every branch of the dot kernels."""
-    out = []
-    for bits in (8, 16):
-        for n in (0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 24, 31, 32, 48, 64, 65, 100, 128):
-            for wo, xo in ((0, 0), (1, 1), (1, 0), (0, 1), (2, 0)):
-                out.append((bits, n, wo, xo))
-    return out
-
-
-def fit_dot_costs(board: Board, work) -> dict:
-    """Instructions per MAC kind in the dot kernels, fitted to qemu counts of single calls:
-    {"mac16_fast": ..., ..., "dot_call16": ..., "dot_call8": ...} (call = fixed cost per call)."""
-    import numpy as np
-    from scipy.optimize import nnls
-
-    from stapes.target import board as boards
-    from pathlib import Path
-
-    cases = dot_cases()
-    counts = boards.measure_dot_kernels(board, Path(work) / "dots", cases)
-    out = {}
-    for bits in (8, 16):
-        rows, y = [], []
-        for (b, n, wo, xo), cnt in zip(cases, counts):
-            if b != bits:
-                continue
-            w_al = (wo * bits // 8) % 4 == 0
-            part = _dot_split(bits, n, w_al, xo % 2 == 0, board.has_dsp)
-            rows.append([1.0, part["fast"], part["pair"] / 2, part["scalar"]])
-            y.append(cnt)
-        coef, _ = nnls(np.array(rows), np.array(y, dtype=float))
-        out[f"dot_call{bits}"] = float(coef[0])
-        for k, c in zip(("fast", "pair", "scalar"), coef[1:]):
-            if bits == 16 or k != "pair":
-                out[f"mac{bits}_{k}"] = float(c)
-    return out
-
-
-def calibrate(board: Board, work, shapes: list[ModelShape] | None = None) -> dict:
-    """Fit the instruction model of `board` to qemu counts: the dot kernels' per-MAC costs from
-    single calls, then the rest (calls, rows, look-ups, MGU update, readout) from random models.
-    Returns {"insn_model", "code_model", "max_rel_error" (worst fit error over the models)}."""
-    from pathlib import Path
-
-    import numpy as np
-    from scipy.optimize import nnls
-
-    from stapes.target import board as boards
-
-    dots = fit_dot_costs(board, work)
-    mac_coef = {k: v for k, v in dots.items() if k in MAC_FEATURES}
-    rest = [f for f in INSN_FEATURES if f not in MAC_FEATURES]
-    shapes = shapes or calibration_shapes()
-    rows, target, runs = [], [], []
-    for k, s in enumerate(shapes):
-        m = boards.measure_synthetic(board, s, Path(work) / f"cal{k}", seed=k)
-        feats = insn_features(s, board.has_dsp)
-        mac_part = (sum(mac_coef.get(f, 0.0) * feats[f] for f in MAC_FEATURES)
-                    + dots[f"dot_call{s.weight_bits}"] * feats["kernel_calls"])
-        rows.append([feats[f] for f in rest])
-        target.append(float(np.mean(m.frame_insns)) - mac_part)
-        runs.append((s, m, mac_part))
-    a, y = np.array(rows, dtype=float), np.array(target)
-    coef, _ = nnls(a, y)
-    model = {f: round(float(c), 4) for f, c in zip(rest, coef)}
-    model.update({f: round(v, 4) for f, v in mac_coef.items()})
-    model["dot_call16"], model["dot_call8"] = round(dots["dot_call16"], 4), round(dots["dot_call8"], 4)
-    fit = a @ coef + np.array([mp for _, _, mp in runs])
-    measured = y + np.array([mp for _, _, mp in runs])
-    code = [m.sizes["flash_model"] - sum(weight_bytes(s).values()) for s, m, _ in runs]
-    errors = (fit - measured) / measured
-    return {"insn_model": {f: model[f] for f in (*INSN_FEATURES, "dot_call16", "dot_call8") if model.get(f)},
-            "errors": {f"{s.cell} N={s.hidden_size} r={s.ranks} int{s.weight_bits}": round(float(e), 4)
-                       for (s, _, _), e in zip(runs, errors)},
-            "code_model": {"runtime_code": int(np.max(code)), "board_code": 0,
-                           "stack": int(max(m.stack for _, m, _ in runs))},
-            "max_rel_error": float(np.max(np.abs(fit - measured) / measured)),
-            "dot_costs": {k: round(v, 3) for k, v in dots.items()}}
-
-
-def calibration_toml(result: dict) -> str:
-    lines = ["[insn_model]        # instructions per frame, fitted to qemu counts (stapes.target.budget.calibrate)"]
-    lines += [f"{k} = {v}" for k, v in result["insn_model"].items()]
-    lines += ["", "[code_model]        # bytes: runtime + board code; largest painted-stack peak (measured)"]
-    lines += [f"{k} = {v}" for k, v in result["code_model"].items()]
-    lines += ["", "# dot kernels alone (instructions): " + ", ".join(f"{k} {v}" for k, v in result["dot_costs"].items())]
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":       # python -m stapes.target.budget BOARD: print a calibration to paste
-    import sys
-    import tempfile
-
-    from stapes.target.board import load_board
-
-    with tempfile.TemporaryDirectory() as tmp:
-        res = calibrate(load_board(sys.argv[1]), tmp)
-    print(calibration_toml(res), end="")
-    print(f"# worst relative fit error: {100 * res['max_rel_error']:.2f} %")
-    for name, err in res["errors"].items():
-        print(f"#   {name}: {100 * err:+.2f} %")

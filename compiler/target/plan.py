@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from stapes.target.board import Board
-from stapes.target.budget import ModelShape, budget, shape_of_graph
 from stapes.errors import UserError
 from stapes.ir.float_graph import FloatGraph, LowRank, dense
+from stapes.ir.lowrank import svd_factors
+from stapes.target.budget import ModelShape, budget, shape_of_graph
+from stapes.target.profile import Board
 
 
 def parse_size(text: str) -> int:
@@ -58,8 +59,16 @@ class Candidate:
     metric: float | None = None
 
 
-def candidates(graph: FloatGraph, board: Board, frame_ms: float, max_flash: int, max_ram: int,
-               max_share: float = 1.0, bits=(8, 16), clock_hz: int | None = None) -> list[Candidate]:
+def candidates(
+    graph: FloatGraph,
+    board: Board,
+    frame_ms: float,
+    max_flash: int,
+    max_ram: int,
+    max_share: float = 1.0,
+    bits=(8, 16),
+    clock_hz: int | None = None,
+) -> list[Candidate]:
     """Every (rank per matrix, bits) combination with its budget and whether it fits."""
     base = shape_of_graph(graph)
     names = base.matrices
@@ -70,8 +79,16 @@ def candidates(graph: FloatGraph, board: Board, frame_ms: float, max_flash: int,
     out = []
     for b in bits:
         for combo in combos:
-            shape = ModelShape(base.cell, base.input_size, base.hidden_size, base.output_size,
-                               dict(zip(names, combo)), b, base.readout_mode, base.readout_activation)
+            shape = ModelShape(
+                base.cell,
+                base.input_size,
+                base.hidden_size,
+                base.output_size,
+                dict(zip(names, combo)),
+                b,
+                base.readout_mode,
+                base.readout_activation,
+            )
             est = budget(shape, board, frame_ms, clock_hz)
             flash, ram = est.flash["total"], est.ram["total"]
             why = []
@@ -81,15 +98,16 @@ def candidates(graph: FloatGraph, board: Board, frame_ms: float, max_flash: int,
                 why.append(f"RAM {ram} > {max_ram}")
             if est.core_share > max_share:
                 why.append(f"core {100 * est.core_share:.1f} % > {100 * max_share:.0f} %")
-            out.append(Candidate(shape.ranks, b, flash, ram, est.core_share, est.cycles,
-                                 est.counts["macs"], not why, "; ".join(why)))
+            out.append(
+                Candidate(
+                    shape.ranks, b, flash, ram, est.core_share, est.cycles, est.counts["macs"], not why, "; ".join(why)
+                )
+            )
     return out
 
 
 def realize(graph: FloatGraph, ranks: dict) -> FloatGraph:
     """The graph with each recurrent matrix truncated to its rank (None keeps it dense)."""
-    from stapes.compress.svd import svd_factors
-
     fields = {k: getattr(graph.cell, k) for k in graph.cell.__dataclass_fields__}
     for name, m in graph.cell.recurrent().items():
         r = ranks.get(name)
@@ -134,11 +152,20 @@ class Plan:
         return asdict(self)
 
 
-def make_plan(graph: FloatGraph, board: Board, frame_ms: float, max_flash: int, max_ram: int,
-              max_share: float = 1.0, tie: float = 0.005, n_eval: int = 256, seed: int = 4321,
-              clock_hz: int | None = None) -> Plan:
+def make_plan(
+    graph: FloatGraph,
+    board: Board,
+    frame_ms: float,
+    max_flash: int,
+    max_ram: int,
+    max_share: float = 1.0,
+    tie: float = 0.005,
+    n_eval: int = 256,
+    seed: int = 4321,
+    clock_hz: int | None = None,
+) -> Plan:
     if any(isinstance(m, LowRank) for m in graph.cell.recurrent().values()):
-        graph = realize(graph, {})                  # plan from the full matrices
+        graph = realize(graph, {})  # plan from the full matrices
     cands = candidates(graph, board, frame_ms, max_flash, max_ram, max_share, clock_hz=clock_hz)
     fitting = [c for c in cands if c.fits]
     limits = {"max_flash": max_flash, "max_ram": max_ram, "max_core_share": max_share}
@@ -159,19 +186,28 @@ def make_plan(graph: FloatGraph, board: Board, frame_ms: float, max_flash: int, 
             c.metric = _energy_kept(graph, c.ranks) - (1e-6 if c.weight_bits == 8 else 0.0)
     if not fitting:
         smallest = min(cands, key=lambda c: (c.flash, c.cycles))
-        return Plan(board.name, frame_ms, limits, metric_name, baseline, None,
-                    f"nothing fits; the smallest configuration ({_describe(smallest)}) needs: {smallest.why_not}",
-                    [asdict(c) for c in cands])
+        return Plan(
+            board.name,
+            frame_ms,
+            limits,
+            metric_name,
+            baseline,
+            None,
+            f"nothing fits; the smallest configuration ({_describe(smallest)}) needs: {smallest.why_not}",
+            [asdict(c) for c in cands],
+        )
     best = max(c.metric for c in fitting)
     near = [c for c in fitting if c.metric >= best - tie]
     chosen = min(near, key=lambda c: (c.cycles, c.flash))
     excluded = len(cands) - len(fitting)
-    reason = (f"{len(fitting)} of {len(cands)} configurations fit ({excluded} exceed flash, RAM or time); "
-              f"the best {metric_name} among them is {best:.4f}"
-              + (f" (uncompressed int16: {baseline:.4f})" if baseline is not None else "")
-              + f"; {_describe(chosen)} reaches {chosen.metric:.4f}, and is the cheapest within {tie:g} "
-              f"of the best: {chosen.macs} MACs/frame, {100 * chosen.share:.2f} % of the core, "
-              f"flash {chosen.flash} B, RAM {chosen.ram} B")
+    reason = (
+        f"{len(fitting)} of {len(cands)} configurations fit ({excluded} exceed flash, RAM or time); "
+        f"the best {metric_name} among them is {best:.4f}"
+        + (f" (uncompressed int16: {baseline:.4f})" if baseline is not None else "")
+        + f"; {_describe(chosen)} reaches {chosen.metric:.4f}, and is the cheapest within {tie:g} "
+        f"of the best: {chosen.macs} MACs/frame, {100 * chosen.share:.2f} % of the core, "
+        f"flash {chosen.flash} B, RAM {chosen.ram} B"
+    )
     return Plan(board.name, frame_ms, limits, metric_name, baseline, chosen, reason, [asdict(c) for c in cands])
 
 
@@ -181,13 +217,18 @@ def _describe(c: Candidate) -> str:
 
 
 def format_plan(p: Plan) -> str:
-    lines = [f"plan for {p.board}, one frame every {p.frame_ms:g} ms; limits: flash {p.limits['max_flash']} B, "
-             f"RAM {p.limits['max_ram']} B, core {100 * p.limits['max_core_share']:.0f} %", "",
-             f"{'configuration':<40}{'flash':>8}{'RAM':>7}{'core %':>8}{'MACs':>7}  {p.metric_name[:12]:>12}  verdict"]
+    lines = [
+        f"plan for {p.board}, one frame every {p.frame_ms:g} ms; limits: flash {p.limits['max_flash']} B, "
+        f"RAM {p.limits['max_ram']} B, core {100 * p.limits['max_core_share']:.0f} %",
+        "",
+        f"{'configuration':<40}{'flash':>8}{'RAM':>7}{'core %':>8}{'MACs':>7}  {p.metric_name[:12]:>12}  verdict",
+    ]
     for row in sorted(p.table, key=lambda r: (not r["fits"], -(r["metric"] or 0.0), r["cycles"])):
         c = Candidate(**row)
         metric = f"{c.metric:.4f}" if c.metric is not None else "-"
-        lines.append(f"{_describe(c):<40}{c.flash:>8}{c.ram:>7}{100 * c.share:>8.2f}{c.macs:>7}  {metric:>12}  "
-                     f"{'fits' if c.fits else c.why_not}")
+        lines.append(
+            f"{_describe(c):<40}{c.flash:>8}{c.ram:>7}{100 * c.share:>8.2f}{c.macs:>7}  {metric:>12}  "
+            f"{'fits' if c.fits else c.why_not}"
+        )
     lines += ["", ("chosen: " + _describe(p.chosen)) if p.chosen else "chosen: none", f"why: {p.reason}"]
     return "\n".join(lines)

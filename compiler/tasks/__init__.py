@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -41,8 +41,8 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 
 @dataclass
 class Batch:
-    x: np.ndarray            # (B, T, I) float32 inputs
-    y: np.ndarray            # int64 class ids (B, T) / (B,), or float32 (B, T, O) / (B, O)
+    x: np.ndarray  # (B, T, I) float32 inputs
+    y: np.ndarray  # int64 class ids (B, T) / (B,), or float32 (B, T, O) / (B, O)
     mask: np.ndarray | None  # (B, T) bool: the steps that count in loss and metric
     extra: dict = field(default_factory=dict)
 
@@ -99,9 +99,9 @@ class Task:
     output_size: int
     readout_mode: str = "per_step"
     readout_activation: str = "linear"
-    loss_kind: str = "ce"    # the training loss, by name (stapes.frontend.losses.LOSSES)
+    loss_kind: str = "ce"  # the training loss, by name (stapes.frontend.losses.LOSSES)
     primary_metric: str
-    eval_size: int = 512      # default number of test sequences for evaluation
+    eval_size: int = 512  # default number of test sequences for evaluation
 
     def config(self) -> dict:
         raise NotImplementedError
@@ -117,8 +117,9 @@ class Task:
 
     def describe(self) -> str:
         """One short line: the name and the scalar parameters (long lists are left out)."""
-        params = ", ".join(f"{k}={v}" for k, v in self.config().items()
-                           if k != "name" and not isinstance(v, (list, tuple, dict)))
+        params = ", ".join(
+            f"{k}={v}" for k, v in self.config().items() if k != "name" and not isinstance(v, (list, tuple, dict))
+        )
         return f"{self.name}({params})"
 
 
@@ -147,8 +148,13 @@ class MemorizationTask(Task):
         return self.length * self.hold + self.delay
 
     def config(self) -> dict:
-        return {"name": self.name, "length": self.length, "symbols": self.symbols,
-                "delay": self.delay, "hold": self.hold}
+        return {
+            "name": self.name,
+            "length": self.length,
+            "symbols": self.symbols,
+            "delay": self.delay,
+            "hold": self.hold,
+        }
 
     def sample(self, split: str, n: int, seed: int) -> Batch:
         rng = split_rng(split, seed)
@@ -183,8 +189,16 @@ class FrequencyTask(Task):
     name = "frequency"
     primary_metric = "accuracy"
 
-    def __init__(self, classes: int = 3, steps: int = 64, min_period: float = 6.0, max_period: float = 16.0,
-                 noise: float = 0.3, segment: int = 24, settle: int = 8):
+    def __init__(
+        self,
+        classes: int = 3,
+        steps: int = 64,
+        min_period: float = 6.0,
+        max_period: float = 16.0,
+        noise: float = 0.3,
+        segment: int = 24,
+        settle: int = 8,
+    ):
         self.classes = _positive_int("classes", classes, minimum=2)
         self.steps = _positive_int("steps", steps, minimum=2)
         self.segment = _positive_int("segment", segment)
@@ -201,9 +215,16 @@ class FrequencyTask(Task):
         self.periods = np.geomspace(self.min_period, self.max_period, self.classes)
 
     def config(self) -> dict:
-        return {"name": self.name, "classes": self.classes, "steps": self.steps,
-                "min_period": self.min_period, "max_period": self.max_period, "noise": self.noise,
-                "segment": self.segment, "settle": self.settle}
+        return {
+            "name": self.name,
+            "classes": self.classes,
+            "steps": self.steps,
+            "min_period": self.min_period,
+            "max_period": self.max_period,
+            "noise": self.noise,
+            "segment": self.segment,
+            "settle": self.settle,
+        }
 
     def sample(self, split: str, n: int, seed: int) -> Batch:
         rng = split_rng(split, seed)
@@ -215,8 +236,8 @@ class FrequencyTask(Task):
             t, label = 0, int(rng.integers(self.classes))
             while t < self.steps:
                 length = int(rng.integers(max(1, self.segment // 2), self.segment + self.segment // 2 + 1))
-                labels[i, t: t + length] = label
-                since_switch[i, t: t + length] = np.arange(min(length, self.steps - t))
+                labels[i, t : t + length] = label
+                since_switch[i, t : t + length] = np.arange(min(length, self.steps - t))
                 t += length
                 label = (label + int(rng.integers(1, self.classes))) % self.classes
         omega = 2 * math.pi / self.periods[labels]

@@ -20,8 +20,9 @@ def _task(task_or_config: Task | dict | None) -> Task:
     return task_or_config if isinstance(task_or_config, Task) else task_from_config(task_or_config)
 
 
-def eval_batch(task_or_config: Task | dict | None, split: str = "test", n: int | None = None,
-               seed: int = DEFAULT_SEED) -> tuple[Task, Batch]:
+def eval_batch(
+    task_or_config: Task | dict | None, split: str = "test", n: int | None = None, seed: int = DEFAULT_SEED
+) -> tuple[Task, Batch]:
     """(task, batch) for evaluation; n defaults to the task's ``eval_size`` (512)."""
     task = _task(task_or_config)
     return task, task.sample(split, n if n is not None else getattr(task, "eval_size", 512), seed)
@@ -31,15 +32,19 @@ def metrics_from_outputs(task_or_config: Task | dict | None, outputs: np.ndarray
     """The task's metrics for outputs shaped like ``FloatGraph.run``'s (float, dequantized)."""
     task = _task(task_or_config)
     outputs = np.asarray(outputs, dtype=np.float64)
-    expected = (len(batch), task.output_size) if task.readout_mode == "final" else \
-        (len(batch), batch.x.shape[1], task.output_size)
+    expected = (
+        (len(batch), task.output_size)
+        if task.readout_mode == "final"
+        else (len(batch), batch.x.shape[1], task.output_size)
+    )
     if outputs.shape != expected:
         raise UserError(f"outputs have shape {outputs.shape}, the {task.name} task expects {expected}")
     return {k: float(v) for k, v in task.metrics(outputs, batch).items()}
 
 
-def evaluate_graph(graph: FloatGraph, split: str = "test", n: int | None = None,
-                   seed: int = DEFAULT_SEED) -> dict[str, float]:
+def evaluate_graph(
+    graph: FloatGraph, split: str = "test", n: int | None = None, seed: int = DEFAULT_SEED
+) -> dict[str, float]:
     """Metrics of `graph` on its own task (``graph.task``), computed with ``graph.run``."""
     if graph.task is None:
         raise UserError("this model does not record a task, so it cannot be evaluated (imported model?)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 from stapes.errors import UserError
 
 NAME = "budget"
@@ -13,8 +14,12 @@ def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="QModel folder (from `stapes quantize`) or a model folder")
     p.add_argument("--board", required=True, help="board profile name (see `stapes board list`)")
     p.add_argument("--frame-ms", type=float, default=8.0, help="one frame every F ms (default 8)")
-    p.add_argument("--weights", choices=("int8", "int16"), default="int16",
-                   help="weight width for a float model folder (a QModel has its own; default int16)")
+    p.add_argument(
+        "--weights",
+        choices=("int8", "int16"),
+        default="int16",
+        help="weight width for a float model folder (a QModel has its own; default int16)",
+    )
     p.add_argument("--clock-mhz", type=float, default=None, help="override the board's clock")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 NAME = "compress"
 HELP = "truncated-SVD compression of the recurrent weights (rank, energy, error or predicted-drop policy)"
-DESCRIPTION = (HELP + ". Writes a model folder with the compressed FloatGraph and compress.json "
-               "(ranks, truncation errors, MACs/parameters dense vs low rank, metrics before/after).")
+DESCRIPTION = (
+    HELP + ". Writes a model folder with the compressed FloatGraph and compress.json "
+    "(ranks, truncation errors, MACs/parameters dense vs low rank, metrics before/after)."
+)
 
 
 def add_arguments(p) -> None:
@@ -13,17 +15,27 @@ def add_arguments(p) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--rank", type=int, help="fixed rank for every recurrent matrix")
     g.add_argument("--energy", type=float, help="keep this fraction of Σσ² (0 < F <= 1)")
-    g.add_argument("--max-error", type=float,
-                   help="largest relative truncation error (see --error-norm)")
-    g.add_argument("--max-drop", type=float,
-                   help="largest first-order predicted drop of the task metric (needs the task)")
-    p.add_argument("--error-norm", choices=("spectral", "frobenius"), default="spectral",
-                   help="norm for --max-error: σ_{r+1}/σ_1 or the relative Frobenius error (default spectral)")
+    g.add_argument("--max-error", type=float, help="largest relative truncation error (see --error-norm)")
+    g.add_argument(
+        "--max-drop", type=float, help="largest first-order predicted drop of the task metric (needs the task)"
+    )
+    p.add_argument(
+        "--error-norm",
+        choices=("spectral", "frobenius"),
+        default="spectral",
+        help="norm for --max-error: σ_{r+1}/σ_1 or the relative Frobenius error (default spectral)",
+    )
     p.add_argument("--joint", action="store_true", help="MGU: factor [U_f; U_h] together (shared b factor)")
-    p.add_argument("--unbalanced", action="store_true",
-                   help="factors a = P Σ, b = Qᵀ instead of the balanced P Σ^½, Σ^½ Qᵀ")
-    p.add_argument("--finetune", type=int, default=0, metavar="STEPS",
-                   help="fine-tune the factors for STEPS optimizer steps on the task (default 0: none)")
+    p.add_argument(
+        "--unbalanced", action="store_true", help="factors a = P Σ, b = Qᵀ instead of the balanced P Σ^½, Σ^½ Qᵀ"
+    )
+    p.add_argument(
+        "--finetune",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="fine-tune the factors for STEPS optimizer steps on the task (default 0: none)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for fine-tuning (default 0)")
     p.add_argument("--out", required=True, help="output model folder")
 
@@ -40,8 +52,9 @@ def run(args) -> int:
         raise UserError(f"--rank {args.rank} is larger than the hidden size {graph.hidden_size}")
     if args.finetune < 0:
         raise UserError(f"--finetune must be >= 0, got {args.finetune}")
-    compressed, report = compress_report(graph, policy, joint=args.joint, balanced=not args.unbalanced,
-                                         finetune_steps=args.finetune, seed=args.seed)
+    compressed, report = compress_report(
+        graph, policy, joint=args.joint, balanced=not args.unbalanced, finetune_steps=args.finetune, seed=args.seed
+    )
     with atomic_dir(args.out) as tmp:
         compressed.save(tmp)
         write_json(tmp / "compress.json", report)

@@ -14,7 +14,11 @@ printing a report. Writes everything into one folder (default ./stapes-demo), at
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="vad", help="task (default: vad, voice activity detection; memorization needs no speech engine)")
+    p.add_argument(
+        "--task",
+        default="vad",
+        help="task (default: vad, voice activity detection; memorization needs no speech engine)",
+    )
     p.add_argument("--out", default=None, help="output folder (default: ./stapes-demo)")
     p.add_argument("--cell", choices=("rnn", "mgu"), default="mgu", help="recurrent cell (default: mgu)")
     p.add_argument("--hidden", type=int, default=None, help="hidden size (default: per task, 64 for memorization)")
@@ -23,10 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stapes.studies.demo import DEFAULT_OUT, DemoContext, run_stages
     from stapes.errors import UserError
     from stapes.fsutil import atomic_dir
     from stapes.ir.float_graph import is_model_folder
+    from stapes.studies.demo import DEFAULT_OUT, DemoContext, run_stages
     from stapes.tasks import TASK_NAMES
 
     if args.task not in TASK_NAMES:

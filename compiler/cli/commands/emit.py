@@ -4,8 +4,10 @@ from __future__ import annotations
 
 NAME = "emit"
 HELP = "generate <prefix>.c/.h (const tables + step/run functions) from a QModel folder"
-DESCRIPTION = (HELP + ". Copies the runtime (runtime_c/include, runtime_c/src) beside them, so the "
-               "folder builds on its own: cc -std=c99 -Iruntime/include *.c runtime/src/*.c.")
+DESCRIPTION = (
+    HELP + ". Copies the runtime (runtime_c/include, runtime_c/src) beside them, so the "
+    "folder builds on its own: cc -std=c99 -Iruntime/include *.c runtime/src/*.c."
+)
 
 
 def add_arguments(p) -> None:
@@ -23,8 +25,10 @@ def run(args) -> int:
     q = QGraph.load(args.qmodel)
     files = write_c_folder(q, args.out, args.prefix, with_runtime=not args.no_runtime)
     s = summary(q)
-    print(f"emit: {', '.join(files)}: {s['macs_per_frame']} MACs/frame "
-          f"(all-dense {s['macs_per_frame_dense']}), weights {s['weight_bytes']} B, tables {s['table_bytes']} B, "
-          f"state {s['state_bytes']} B, scratch {s['scratch_bytes']} B")
+    print(
+        f"emit: {', '.join(files)}: {s['macs_per_frame']} MACs/frame "
+        f"(all-dense {s['macs_per_frame_dense']}), weights {s['weight_bytes']} B, tables {s['table_bytes']} B, "
+        f"state {s['state_bytes']} B, scratch {s['scratch_bytes']} B"
+    )
     print(f"emit: wrote {args.out}")
     return 0

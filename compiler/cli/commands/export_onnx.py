@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 NAME = "export-onnx"
-HELP = ("export a float model (dense or low-rank) to ONNX (RNN / tied-gate GRU operators, "
-        "or a Scan with the factors)")
-CHECK_TOL = 1e-4      # relative: onnxruntime (float32) vs FloatGraph.run (float64) on seeded inputs
+HELP = "export a float model (dense or low-rank) to ONNX (RNN / tied-gate GRU operators, or a Scan with the factors)"
+CHECK_TOL = 1e-4  # relative: onnxruntime (float32) vs FloatGraph.run (float64) on seeded inputs
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("model", help="a model folder (graph.json + graph.npz)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--lowrank", choices=["factors", "dense"], default="factors",
-                        help="low-rank matrices: keep the factors (Scan, two MatMuls per matrix; default) "
-                             "or multiply them out and use the standard RNN/GRU operator")
+    parser.add_argument(
+        "--lowrank",
+        choices=["factors", "dense"],
+        default="factors",
+        help="low-rank matrices: keep the factors (Scan, two MatMuls per matrix; default) "
+        "or multiply them out and use the standard RNN/GRU operator",
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, at least 14)")
 
 
@@ -23,8 +26,8 @@ def run(args) -> int:
     import numpy as np
 
     from stapes.errors import CheckFailed, UserError
-    from stapes.ir.float_graph import FloatGraph
     from stapes.frontend.onnx_export import OPSET, export_onnx, run_onnxruntime, save_onnx
+    from stapes.ir.float_graph import FloatGraph
 
     if Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a folder; give the .onnx file to write")
@@ -36,10 +39,13 @@ def run(args) -> int:
     got = run_onnxruntime(model, x)[0].astype(np.float64)
     err = float(np.max(np.abs(got - want) / (1.0 + np.abs(want))))
     if not err <= CHECK_TOL:
-        raise CheckFailed(f"onnxruntime differs from the model by {err:.3g} (relative) on random inputs; "
-                          f"nothing written")
+        raise CheckFailed(
+            f"onnxruntime differs from the model by {err:.3g} (relative) on random inputs; nothing written"
+        )
     save_onnx(model, args.out)
     props = {p.key: p.value for p in model.metadata_props}
-    print(f"wrote {args.out} (opset {model.opset_import[0].version}, cell {props['stapes.cell']}, "
-          f"lowrank {props['stapes.lowrank']}); onnxruntime agrees to {err:.1e}")
+    print(
+        f"wrote {args.out} (opset {model.opset_import[0].version}, cell {props['stapes.cell']}, "
+        f"lowrank {props['stapes.lowrank']}); onnxruntime agrees to {err:.1e}"
+    )
     return 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 NAME = "import-onnx"
-HELP = ("import an ONNX RNN (tanh; also torch's unrolled dynamo export) or tied-gate GRU (= MGU) "
-        "with its readout as a model folder (task None)")
+HELP = (
+    "import an ONNX RNN (tanh; also torch's unrolled dynamo export) or tied-gate GRU (= MGU) "
+    "with its readout as a model folder (task None)"
+)
 
 
 def add_arguments(parser) -> None:
@@ -16,8 +18,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from stapes.errors import UserError
-    from stapes.ir.float_graph import is_model_folder
     from stapes.frontend.onnx_import import import_onnx, write_model_folder
+    from stapes.ir.float_graph import is_model_folder
 
     out = Path(args.out)
     if out.exists() and not (out.is_dir() and (is_model_folder(out) or not any(out.iterdir()))):
@@ -25,7 +27,9 @@ def run(args) -> int:
     graph = import_onnx(args.onnx_file)
     write_model_folder(graph, args.out)
     p = graph.provenance
-    print(f"wrote {args.out}: {graph.kind} from ONNX {p['operator']} (opset {p['opset']}, producer "
-          f"{p['producer']}), input {graph.input_size}, hidden {graph.hidden_size}, output {graph.output_size} "
-          f"({graph.readout.mode}, {graph.readout.activation}); onnxruntime agrees to {p['verify_max_rel_diff']:.1e}")
+    print(
+        f"wrote {args.out}: {graph.kind} from ONNX {p['operator']} (opset {p['opset']}, producer "
+        f"{p['producer']}), input {graph.input_size}, hidden {graph.hidden_size}, output {graph.output_size} "
+        f"({graph.readout.mode}, {graph.readout.activation}); onnxruntime agrees to {p['verify_max_rel_diff']:.1e}"
+    )
     return 0

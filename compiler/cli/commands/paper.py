@@ -17,15 +17,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (report, figures, cache)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="the quick profile (minutes on 2 cores)")
-    group.add_argument("--profile", choices=["tiny", "quick", "medium", "full"], default=None,
-                       help="settings profile (default: full)")
+    group.add_argument(
+        "--profile", choices=["tiny", "quick", "medium", "full"], default=None, help="settings profile (default: full)"
+    )
     p.add_argument("--only", default=None, help="comma-separated experiment ids, e.g. R1,R3")
     p.add_argument("--seeds", type=int, default=None, help="override the profile's seed count")
-    p.add_argument("--workers", type=int, default=1,
-                   help="processes to train models and compute runs in (default 1; one per core is the most useful)")
-    p.add_argument("--doc", default=None, metavar="FILE",
-                   help="also refresh the generated block of this Markdown file (e.g. docs/paper.md) "
-                        "with the verdicts, settings and figures of this run")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes to train models and compute runs in (default 1; one per core is the most useful)",
+    )
+    p.add_argument(
+        "--doc",
+        default=None,
+        metavar="FILE",
+        help="also refresh the generated block of this Markdown file (e.g. docs/paper.md) "
+        "with the verdicts, settings and figures of this run",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -50,17 +59,19 @@ def run(args) -> int:
     doc = Path(args.doc) if args.doc else None
     if doc is not None:
         from stapes.experiments.report import doc_block
+
         if not doc.is_file():
             raise UserError(f"--doc {doc}: no such file")
-        doc_block(doc.read_text(), str(doc))      # fail now, not after hours of experiments
-    with torch_threads(1):   # each process trains on one thread; --workers adds processes
+        doc_block(doc.read_text(), str(doc))  # fail now, not after hours of experiments
+    with torch_threads(1):  # each process trains on one thread; --workers adds processes
         results = run_suite(out, settings, only=only, progress=not args.no_progress, workers=args.workers)
     if doc is not None:
         import json
         import os
 
         from stapes.experiments.report import update_doc
-        written = json.loads((out / "results.json").read_text())   # the document quotes the file, as its test does
+
+        written = json.loads((out / "results.json").read_text())  # the document quotes the file, as its test does
         update_doc(doc, written, Path(os.path.relpath(out, doc.parent)).as_posix() + "/")
         print(f"stapes paper: refreshed the generated block of {doc}")
     if results["failed"]:

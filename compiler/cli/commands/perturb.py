@@ -4,8 +4,10 @@ from __future__ import annotations
 
 NAME = "perturb"
 HELP = "first-order predicted vs measured hidden-state drift and task metric under weight perturbations"
-DESCRIPTION = (HELP + ". Perturbations: SVD truncation, Gaussian noise of equal Frobenius norm, b-bit "
-               "quantization. On memorization also recall accuracy vs delay. Writes perturb.json and PNGs.")
+DESCRIPTION = (
+    HELP + ". Perturbations: SVD truncation, Gaussian noise of equal Frobenius norm, b-bit "
+    "quantization. On memorization also recall accuracy vs delay. Writes perturb.json and PNGs."
+)
 
 
 def _int_list(text: str) -> list[int]:
@@ -31,12 +33,20 @@ def _kinds(text: str) -> list[str]:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("models", metavar="MODEL", nargs="+",
-                   help="model folder(s) with a task; the first is analysed in full, and memorization models "
-                        "trained at different delays give the recall-vs-delay curve")
+    p.add_argument(
+        "models",
+        metavar="MODEL",
+        nargs="+",
+        help="model folder(s) with a task; the first is analysed in full, and memorization models "
+        "trained at different delays give the recall-vs-delay curve",
+    )
     p.add_argument("--out", required=True, help="output folder (perturb.json, drift.png, scatter.png, recall.png)")
-    p.add_argument("--kinds", type=_kinds, default=["svd", "gaussian", "quant"],
-                   help="comma-separated perturbation kinds (default svd,gaussian,quant)")
+    p.add_argument(
+        "--kinds",
+        type=_kinds,
+        default=["svd", "gaussian", "quant"],
+        help="comma-separated perturbation kinds (default svd,gaussian,quant)",
+    )
     p.add_argument("--ranks", type=_int_list, default=None, help="SVD ranks (default 3N/4, N/2, N/4, ... 1)")
     p.add_argument("--bits", type=_int_list, default=None, help="quantization bits (default 4,6,8)")
     p.add_argument("--sequences", type=int, default=256, help="test sequences per evaluation (default 256)")
@@ -49,12 +59,16 @@ def run(args) -> int:
     report = perturb_report(args.models, args.kinds, args.ranks, args.bits, args.sequences, args.seed)
     write_perturb_folder(args.out, report)
     result, rec = report["analysis"], report.get("recall_by_delay")
-    print(f"perturb: {len(result['rows'])} perturbations; Pearson predicted vs measured drift over "
-          f"perturbations x steps: saturated {fmt(result['pearson_drift_saturated_all'])}, "
-          f"linear {fmt(result['pearson_drift_linear_all'])}")
+    print(
+        f"perturb: {len(result['rows'])} perturbations; Pearson predicted vs measured drift over "
+        f"perturbations x steps: saturated {fmt(result['pearson_drift_saturated_all'])}, "
+        f"linear {fmt(result['pearson_drift_linear_all'])}"
+    )
     if rec is not None:
-        print(f"perturb: recall over ranks x delays {rec['delays']}: Pearson drift "
-              f"{fmt(rec['pearson_recall_drift_saturated'])}, "
-              f"accuracy {fmt(rec['pearson_recall_accuracy_saturated'])}")
+        print(
+            f"perturb: recall over ranks x delays {rec['delays']}: Pearson drift "
+            f"{fmt(rec['pearson_recall_drift_saturated'])}, "
+            f"accuracy {fmt(rec['pearson_recall_accuracy_saturated'])}"
+        )
     print(f"perturb: wrote {args.out}")
     return 0

@@ -23,9 +23,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from stapes.target.board import load_board
     from stapes.ir.float_graph import FloatGraph, is_model_folder
     from stapes.target.plan import format_plan, make_plan, parse_size
+    from stapes.target.profile import load_board
 
     if not is_model_folder(Path(args.model)):
         raise UserError(f"{args.model}: not a model folder (graph.json + graph.npz expected)")
@@ -38,7 +38,14 @@ def run(args) -> int:
         raise UserError(f"--clock-mhz must be positive, got {args.clock_mhz}")
     max_flash = parse_size(args.max_flash) if args.max_flash else board.flash_bytes
     max_ram = parse_size(args.max_ram) if args.max_ram else board.ram_bytes
-    plan = make_plan(FloatGraph.load(args.model), board, args.frame_ms, max_flash, max_ram,
-                     args.max_core / 100.0, clock_hz=int(args.clock_mhz * 1e6) if args.clock_mhz else None)
+    plan = make_plan(
+        FloatGraph.load(args.model),
+        board,
+        args.frame_ms,
+        max_flash,
+        max_ram,
+        args.max_core / 100.0,
+        clock_hz=int(args.clock_mhz * 1e6) if args.clock_mhz else None,
+    )
     print(json.dumps(plan.to_json(), indent=2, sort_keys=True) if args.json else format_plan(plan))
     return 0 if plan.chosen is not None else 1

@@ -21,12 +21,22 @@ def _rank_list(text: str) -> list[int]:
 def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="model folder (graph.json + graph.npz) with a task")
     p.add_argument("--out", required=True, help="output folder (sweep.json, sweep.csv, sweep.png)")
-    p.add_argument("--ranks", type=_rank_list, default=None,
-                   help="comma-separated ranks (default: every rank N..1, or a 64-point grid for N > 64)")
-    p.add_argument("--finetune", type=int, default=0, metavar="STEPS",
-                   help="also fine-tune at each rank for STEPS optimizer steps (default 0: none)")
-    p.add_argument("--finetune-ranks", type=_rank_list, default=None,
-                   help="ranks to fine-tune at (default: all swept ranks)")
+    p.add_argument(
+        "--ranks",
+        type=_rank_list,
+        default=None,
+        help="comma-separated ranks (default: every rank N..1, or a 64-point grid for N > 64)",
+    )
+    p.add_argument(
+        "--finetune",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also fine-tune at each rank for STEPS optimizer steps (default 0: none)",
+    )
+    p.add_argument(
+        "--finetune-ranks", type=_rank_list, default=None, help="ranks to fine-tune at (default: all swept ranks)"
+    )
     p.add_argument("--joint", action="store_true", help="MGU: factor [U_f; U_h] together")
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed (default 0)")
 
@@ -42,12 +52,20 @@ def run(args) -> int:
         raise UserError(f"--finetune must be >= 0, got {args.finetune}")
     if args.finetune_ranks and not args.finetune:
         raise UserError("--finetune-ranks needs --finetune STEPS")
-    result = run_sweep(graph, args.ranks, finetune_steps=args.finetune, finetune_ranks=args.finetune_ranks,
-                       joint=args.joint, seed=args.seed)
+    result = run_sweep(
+        graph,
+        args.ranks,
+        finetune_steps=args.finetune,
+        finetune_ranks=args.finetune_ranks,
+        joint=args.joint,
+        seed=args.seed,
+    )
     with atomic_dir(args.out) as tmp:
         write_sweep(result, tmp)
-    print(f"sweep: dense {result['metric_name']} = {result['metric_dense']:.4f}; smallest rank within "
-          f"1 point: {result['smallest_rank_within_1_point']}"
-          + (f" (fine-tuned: {result['smallest_rank_within_1_point_finetuned']})" if args.finetune else ""))
+    print(
+        f"sweep: dense {result['metric_name']} = {result['metric_dense']:.4f}; smallest rank within "
+        f"1 point: {result['smallest_rank_within_1_point']}"
+        + (f" (fine-tuned: {result['smallest_rank_within_1_point_finetuned']})" if args.finetune else "")
+    )
     print(f"sweep: wrote {args.out}")
     return 0

@@ -26,16 +26,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--length", type=int, help="memorization: pattern length L (default: 5)")
     p.add_argument("--symbols", type=int, help="memorization: alphabet size K (default: 2)")
     p.add_argument("--hold", type=int, help="memorization: steps each pattern symbol is held (default: 1)")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="any task parameter (repeatable), e.g. --param noise=0.5")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any task parameter (repeatable), e.g. --param noise=0.5",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None,
-                   help="maximum training steps (default per task: 2000 memorization, 300 audio)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="maximum training steps (default per task: 2000 memorization, 300 audio)",
+    )
     p.add_argument("--batch", type=int, default=None, help="batch size (default per task: 64, audio 16)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-2 MGU, 3e-3 RNN)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip, 0 = off (default: 1.0)")
-    p.add_argument("--target", type=float, default=1.0,
-                   help="stop once the validation primary metric reaches this (default: 1.0)")
+    p.add_argument(
+        "--target", type=float, default=1.0, help="stop once the validation primary metric reaches this (default: 1.0)"
+    )
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--spectral-radius", type=float, default=1.0, help="recurrent init spectral radius")
     p.add_argument("--threads", type=int, default=1, help="torch threads (part of bit-for-bit determinism)")
@@ -86,10 +96,21 @@ def run(args: argparse.Namespace) -> int:
     if args.hidden < 1:
         raise UserError(f"--hidden must be a positive integer, got {args.hidden}")
     print(f"training {args.cell.upper()} N={args.hidden} on {task.describe()} (seed {args.seed})")
-    trained = train_new(task, args.cell, args.hidden, progress=not args.quiet,
-                        model_options={"spectral_radius": args.spectral_radius, "ranks": args.rank},
-                        steps=args.steps, batch=args.batch, lr=args.lr, clip=args.clip, seed=args.seed,
-                        target=args.target, eval_every=args.eval_every, threads=args.threads)
+    trained = train_new(
+        task,
+        args.cell,
+        args.hidden,
+        progress=not args.quiet,
+        model_options={"spectral_radius": args.spectral_radius, "ranks": args.rank},
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        clip=args.clip,
+        seed=args.seed,
+        target=args.target,
+        eval_every=args.eval_every,
+        threads=args.threads,
+    )
     try:
         trained.save(out)
     except OSError as e:

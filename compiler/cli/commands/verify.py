@@ -4,10 +4,12 @@ from __future__ import annotations
 
 NAME = "verify"
 HELP = "build the generated C, run it against the integer reference, count mismatches and ops"
-DESCRIPTION = (HELP + ". Prints 'mismatches: 0' (exit 0) or the first mismatch (exit 1), op counts "
-               "per frame (C counters, reference, analytic), and when the graph has a task its metric "
-               "for the float / low-rank float / fixed-point model side by side. Without a task the "
-               "inputs are seeded random values in the calibrated input range.")
+DESCRIPTION = (
+    HELP + ". Prints 'mismatches: 0' (exit 0) or the first mismatch (exit 1), op counts "
+    "per frame (C counters, reference, analytic), and when the graph has a task its metric "
+    "for the float / low-rank float / fixed-point model side by side. Without a task the "
+    "inputs are seeded random values in the calibrated input range."
+)
 
 
 def add_arguments(p) -> None:
@@ -22,8 +24,7 @@ def run(args) -> int:
     from stapes.errors import CheckFailed
     from stapes.studies.verify import verify_folder
 
-    result = verify_folder(args.qmodel, sequences=args.sequences, steps=args.steps, rank=args.rank,
-                           seed=args.seed)
+    result = verify_folder(args.qmodel, sequences=args.sequences, steps=args.steps, rank=args.rank, seed=args.seed)
     for line in result.lines:
         print(line if line.startswith("mismatches") else f"verify: {line}")
     if not result.ok:

@@ -11,8 +11,8 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -28,12 +28,15 @@ def cache_root() -> Path:
 def cache_key(key: dict) -> str:
     """A hex digest of `key` plus the engine version and the available noise recordings."""
     sfx = opensfx_path()
-    full = dict(key, engine=engine_version(), noise_types=list(noise_types()),
-                opensfx_bytes=os.path.getsize(sfx) if sfx else 0)
+    full = dict(
+        key, engine=engine_version(), noise_types=list(noise_types()), opensfx_bytes=os.path.getsize(sfx) if sfx else 0
+    )
     return hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def cached_arrays(key: dict, build: Callable[[], dict[str, np.ndarray]], use_cache: bool = True) -> dict[str, np.ndarray]:
+def cached_arrays(
+    key: dict, build: Callable[[], dict[str, np.ndarray]], use_cache: bool = True
+) -> dict[str, np.ndarray]:
     """Load the arrays stored under `key`, or build them (and store them when use_cache)."""
     digest = cache_key(key)  # also raises the engine-missing UserError before any work
     path = cache_root() / f"{key.get('kind', 'set')}-{key.get('split', 'all')}-{digest}.npz"

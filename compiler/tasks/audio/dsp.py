@@ -23,7 +23,7 @@ def trim(x: np.ndarray, threshold_db: float = -40.0) -> np.ndarray:
     if peak <= 0.0:
         return x
     loud = np.flatnonzero(np.abs(x) > peak * 10 ** (threshold_db / 20))
-    return x[loud[0]:loud[-1] + 1]
+    return x[loud[0] : loud[-1] + 1]
 
 
 def room_impulse_response(rng: np.random.Generator, rt60: float) -> np.ndarray:
@@ -38,12 +38,12 @@ def room_impulse_response(rng: np.random.Generator, rt60: float) -> np.ndarray:
     delay = int(rng.integers(0, 40))
     h[:delay] = 0.0
     h[delay] = 1.0 / rng.uniform(0.3, 1.0)
-    return (h / np.sqrt(np.sum(h ** 2))).astype(np.float32)
+    return (h / np.sqrt(np.sum(h**2))).astype(np.float32)
 
 
 def reverberate(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     h = room_impulse_response(rng, rt60=float(rng.uniform(0.15, 0.8)))
-    return ss.fftconvolve(x, h)[:len(x)].astype(np.float32)
+    return ss.fftconvolve(x, h)[: len(x)].astype(np.float32)
 
 
 def microphone(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:

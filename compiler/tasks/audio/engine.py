@@ -27,8 +27,10 @@ from stapes.tasks.audio import espeak_library
 from stapes.tasks.audio.wav import parse_wav
 
 SAMPLE_RATE = 16000
-INSTALL_HINT = ("the audio tasks need the espeak-ng speech engine: install it with "
-                "`apt-get install espeak-ng` (Debian/Ubuntu) or `pip install espeakng-loader`")
+INSTALL_HINT = (
+    "the audio tasks need the espeak-ng speech engine: install it with "
+    "`apt-get install espeak-ng` (Debian/Ubuntu) or `pip install espeakng-loader`"
+)
 ROUTES = ("program", "library")
 
 
@@ -38,7 +40,7 @@ def espeak_program() -> str | None:
 
 
 def engine_route() -> str | None:
-    """"program", "library" or None (no engine here), honouring STAPES_SPEECH_ENGINE."""
+    """ "program", "library" or None (no engine here), honouring STAPES_SPEECH_ENGINE."""
     forced = os.environ.get("STAPES_SPEECH_ENGINE", "")
     if forced and forced not in ROUTES:
         raise UserError(f"STAPES_SPEECH_ENGINE must be one of {', '.join(ROUTES)}, got {forced!r}")
@@ -57,7 +59,7 @@ def require_engine() -> str:
     return route
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _program_version(prog: str) -> str:
     try:
         out = subprocess.run([prog, "--version"], capture_output=True, text=True, check=True, timeout=30)
@@ -96,10 +98,22 @@ def resample_to_16k(x: np.ndarray, rate: int) -> np.ndarray:
 def say(text: str, voice: Voice) -> np.ndarray:
     """Synthesize `text` with `voice`: float32 samples at 16 kHz (deterministic per call)."""
     if require_engine() == "library":
-        pcm, rate = espeak_library.synthesize(text, voice.accent, voice.variant, voice.speed, voice.pitch,
-                                              voice.amplitude)
+        pcm, rate = espeak_library.synthesize(
+            text, voice.accent, voice.variant, voice.speed, voice.pitch, voice.amplitude
+        )
         return resample_to_16k(pcm.astype(np.float32) / 32768.0, rate)
-    cmd = [espeak_program(), "-v", f"{voice.accent}+{voice.variant}", "-s", str(voice.speed),
-           "-p", str(voice.pitch), "-a", str(voice.amplitude), "--stdout", text]
+    cmd = [
+        espeak_program(),
+        "-v",
+        f"{voice.accent}+{voice.variant}",
+        "-s",
+        str(voice.speed),
+        "-p",
+        str(voice.pitch),
+        "-a",
+        str(voice.amplitude),
+        "--stdout",
+        text,
+    ]
     out = subprocess.run(cmd, capture_output=True, check=True).stdout
     return resample_to_16k(*parse_wav(out))

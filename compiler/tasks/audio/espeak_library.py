@@ -17,11 +17,18 @@ import os
 import numpy as np
 
 # espeak-ng's voice file ids differ from the language names the command line accepts
-LIBRARY_VOICE_IDS = {"en-us": "en-US", "en-gb": "en", "en-gb-scotland": "en-GB-scotland",
-                     "en-gb-x-rp": "en-GB-x-rp", "en-029": "en-029", "en-us-nyc": "en-US-nyc",
-                     "en-gb-x-gbclan": "en-GB-x-gbclan", "en-gb-x-gbcwmd": "en-GB-x-gbcwmd"}
-_RATE, _VOLUME, _PITCH = 1, 2, 3            # espeak_PARAMETER values
-_SYNCHRONOUS = 2                            # AUDIO_OUTPUT_SYNCHRONOUS
+LIBRARY_VOICE_IDS = {
+    "en-us": "en-US",
+    "en-gb": "en",
+    "en-gb-scotland": "en-GB-scotland",
+    "en-gb-x-rp": "en-GB-x-rp",
+    "en-029": "en-029",
+    "en-us-nyc": "en-US-nyc",
+    "en-gb-x-gbclan": "en-GB-x-gbclan",
+    "en-gb-x-gbcwmd": "en-GB-x-gbcwmd",
+}
+_RATE, _VOLUME, _PITCH = 1, 2, 3  # espeak_PARAMETER values
+_SYNCHRONOUS = 2  # AUDIO_OUTPUT_SYNCHRONOUS
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
@@ -83,7 +90,9 @@ def synthesize(text: str, accent: str, variant: str, speed: int, pitch: int, amp
         status = 1
         try:
             os.close(read_end)
-            samples = lib.synthesize(text, f"{LIBRARY_VOICE_IDS.get(accent, accent)}+{variant}", speed, pitch, amplitude)
+            samples = lib.synthesize(
+                text, f"{LIBRARY_VOICE_IDS.get(accent, accent)}+{variant}", speed, pitch, amplitude
+            )
             with os.fdopen(write_end, "wb") as pipe:
                 pipe.write(samples.astype("<i2").tobytes())
             status = 0

@@ -41,7 +41,7 @@ def mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mel_filterbank() -> np.ndarray:
     """(40, 257) triangular filters: band m rises from edge m to edge m+1 and falls to edge m+2."""
     edges = mel_to_hz(np.linspace(hz_to_mel(MEL_FMIN), hz_to_mel(MEL_FMAX), MEL_BANDS + 2))
@@ -52,7 +52,7 @@ def mel_filterbank() -> np.ndarray:
     return np.clip(np.minimum(rising, falling), 0.0, None)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def band_matrix() -> np.ndarray:
     """(20, 129) interpolation weights: bin k between centres c_b <= k <= c_{b+1} is shared linearly.
 
@@ -82,7 +82,7 @@ def _frames(x: np.ndarray, length: int, hop: int) -> np.ndarray:
     """(..., n) -> (..., T, length) with T = 1 + (n - length) // hop (a view)."""
     count = 1 + (x.shape[-1] - length) // hop
     windows = np.lib.stride_tricks.sliding_window_view(x, length, axis=-1)
-    return windows[..., :count * hop:hop, :]
+    return windows[..., : count * hop : hop, :]
 
 
 def mel_frame_count(samples: int) -> int:
@@ -99,7 +99,7 @@ def log_mel(audio: np.ndarray) -> np.ndarray:
 def frame_energy_db(audio: np.ndarray) -> np.ndarray:
     """(n,) -> (T,) mean square of each unwindowed 10 ms log-mel frame, in dB."""
     frames = _frames(to_float(audio), MEL_WINDOW, MEL_HOP)
-    return 10.0 * np.log10(np.mean(frames ** 2, axis=-1) + 1e-12)
+    return 10.0 * np.log10(np.mean(frames**2, axis=-1) + 1e-12)
 
 
 def _synthesis_window() -> np.ndarray:
@@ -127,9 +127,9 @@ def istft(spectrum: np.ndarray, samples: int) -> np.ndarray:
     count = frames.shape[-2]
     out = np.zeros(frames.shape[:-2] + ((count + 1) * BAND_HOP,))
     for half in range(2):  # each output hop gets the second half of frame t-1 and the first of frame t
-        chunk = frames[..., half * BAND_HOP:(half + 1) * BAND_HOP]
-        out[..., half * BAND_HOP:half * BAND_HOP + count * BAND_HOP] += chunk.reshape(chunk.shape[:-2] + (-1,))
-    return out[..., BAND_HOP:BAND_HOP + samples]
+        chunk = frames[..., half * BAND_HOP : (half + 1) * BAND_HOP]
+        out[..., half * BAND_HOP : half * BAND_HOP + count * BAND_HOP] += chunk.reshape(chunk.shape[:-2] + (-1,))
+    return out[..., BAND_HOP : BAND_HOP + samples]
 
 
 def band_energies(spectrum: np.ndarray) -> np.ndarray:
@@ -155,4 +155,4 @@ def apply_gains(noisy_spectrum: np.ndarray, gains: np.ndarray, samples: int) -> 
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:
     """10 log10(Σ ref² / Σ (ref - est)²) over the last axis."""
     err = np.sum((reference - estimate) ** 2, axis=-1)
-    return 10.0 * np.log10(np.sum(reference ** 2, axis=-1) / np.maximum(err, 1e-20))
+    return 10.0 * np.log10(np.sum(reference**2, axis=-1) / np.maximum(err, 1e-20))

@@ -13,9 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from stapes.tasks.audio import cache
-from stapes.tasks.audio import dsp
-from stapes.tasks.audio import noise
+from stapes.tasks.audio import cache, dsp, noise
 from stapes.tasks.audio.engine import SAMPLE_RATE, say
 from stapes.tasks.audio.features import frame_energy_db
 from stapes.tasks.audio.speech import KEYWORDS, random_utterance, random_voice, split_index
@@ -60,8 +58,9 @@ def _install_bank(bank: dict[str, np.ndarray]) -> None:
     _BANK = bank
 
 
-def _place_speech(rng: np.random.Generator, x: np.ndarray, level_db: tuple[float, float],
-                  p_reverb: float) -> np.ndarray:
+def _place_speech(
+    rng: np.random.Generator, x: np.ndarray, level_db: tuple[float, float], p_reverb: float
+) -> np.ndarray:
     """Room (with probability p_reverb), microphone band limit (p = 0.5), level in dBFS."""
     if rng.random() < p_reverb:
         x = dsp.reverberate(rng, x)
@@ -81,7 +80,7 @@ def make_stream(spec: StreamSpec, split: str, index: int) -> tuple[np.ndarray, n
         x = dsp.trim(say(random_utterance(rng), voice))
         x = x * 10 ** (rng.uniform(-6, 6) / 20) / dsp.rms(x)
         m = min(len(x), n - pos)
-        clean[pos:pos + m] += x[:m]
+        clean[pos : pos + m] += x[:m]
         pos += m + int(rng.uniform(0.15, 1.5) * SAMPLE_RATE)
     clean = _place_speech(rng, clean, (-32.0, -20.0), spec.p_reverb)
     kind, nz = noise.cut(rng, _BANK, n)
@@ -98,7 +97,7 @@ def make_keyword(spec: KeywordSpec, split: str, index: int) -> tuple[np.ndarray,
     x = dsp.trim(say(KEYWORDS[label], random_voice(rng, split)))[:SAMPLE_RATE]
     clip = np.zeros(SAMPLE_RATE, np.float32)
     start = int(rng.integers(0, SAMPLE_RATE - len(x) + 1))
-    clip[start:start + len(x)] = x
+    clip[start : start + len(x)] = x
     clip = _place_speech(rng, clip, (-35.0, -15.0), spec.p_reverb)
     kind, snr = -1, float("nan")
     if rng.random() < spec.p_noise:
@@ -140,34 +139,44 @@ def vad_labels(clean: np.ndarray, relative_db: float = -40.0, max_gap: int = 5) 
     if len(idx):
         gaps = np.flatnonzero((np.diff(idx) > 1) & (np.diff(idx) <= max_gap + 1))
         for g in gaps:
-            speech[idx[g] + 1:idx[g + 1]] = 1
+            speech[idx[g] + 1 : idx[g + 1]] = 1
     return speech
 
 
-def _load(kind: str, job, spec, split: str, count: int, columns: tuple[tuple[str, type], ...],
-          workers: int, use_cache: bool, progress: bool) -> dict[str, np.ndarray]:
+def _load(
+    kind: str,
+    job,
+    spec,
+    split: str,
+    count: int,
+    columns: tuple[tuple[str, type], ...],
+    workers: int,
+    use_cache: bool,
+    progress: bool,
+) -> dict[str, np.ndarray]:
     """Items 0..count-1 of `split` from the cache, or generated in parallel and stored; the j-th
     field of every item becomes the array named columns[j][0]."""
     key = dict(kind=kind, version=GENERATOR_VERSION, spec=asdict(spec), split=split, count=count)
 
     def build() -> dict[str, np.ndarray]:
         bank = noise.make_noise_bank(spec.seed, _bank_split(split), spec.bank_seconds)
-        items = _run_parallel(job, [(spec, split, i) for i in range(count)], bank, workers,
-                              f"{kind}/{split}", progress)
+        items = _run_parallel(job, [(spec, split, i) for i in range(count)], bank, workers, f"{kind}/{split}", progress)
         return {name: np.array([item[j] for item in items], dtype) for j, (name, dtype) in enumerate(columns)}
 
     return cache.cached_arrays(key, build, use_cache)
 
 
-def load_streams(spec: StreamSpec, split: str, count: int, *, workers: int = 2,
-                 use_cache: bool = True, progress: bool = True) -> dict[str, np.ndarray]:
+def load_streams(
+    spec: StreamSpec, split: str, count: int, *, workers: int = 2, use_cache: bool = True, progress: bool = True
+) -> dict[str, np.ndarray]:
     """`count` streams of `split`: clean, noise (int16 (count, n)), noise_type (int8), snr (float32)."""
     columns = (("clean", np.int16), ("noise", np.int16), ("noise_type", np.int8), ("snr", np.float32))
     return _load("streams", _stream_job, spec, split, count, columns, workers, use_cache, progress)
 
 
-def load_keywords(spec: KeywordSpec, split: str, count: int, *, workers: int = 2,
-                  use_cache: bool = True, progress: bool = True) -> dict[str, np.ndarray]:
+def load_keywords(
+    spec: KeywordSpec, split: str, count: int, *, workers: int = 2, use_cache: bool = True, progress: bool = True
+) -> dict[str, np.ndarray]:
     """`count` keyword clips of `split`: audio int16 (count, 16000), label int64, noise_type int8, snr."""
     columns = (("audio", np.int16), ("label", np.int64), ("noise_type", np.int8), ("snr", np.float32))
     return _load("keywords", _keyword_job, spec, split, count, columns, workers, use_cache, progress)

@@ -50,9 +50,9 @@ def opensfx_recordings(path: str) -> tuple[tuple[str, np.ndarray], ...]:
         offset, size = struct.unpack_from("<II", blob, 8 * k)
         offset &= 0x7FFFFFFF
         name_len = blob[offset]
-        credit = blob[offset + 1:offset + 1 + name_len].rstrip(b"\0").decode("latin-1")
+        credit = blob[offset + 1 : offset + 1 + name_len].rstrip(b"\0").decode("latin-1")
         try:
-            x, rate = parse_wav(blob[offset + 1 + name_len:offset + size])
+            x, rate = parse_wav(blob[offset + 1 + name_len : offset + size])
         except ValueError:
             continue
         if len(x) > rate // 10:
@@ -73,8 +73,9 @@ def _hum(rng: np.random.Generator, n: int) -> np.ndarray:
     """Mains hum (50 or 60 Hz) with 10 harmonics of random level and phase, plus a little white noise."""
     t = np.arange(n) / SAMPLE_RATE
     f0 = float(rng.choice([50.0, 60.0]))
-    y = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi))
-            for k in range(1, 12))
+    y = sum(
+        rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 12)
+    )
     return y + 0.05 * rng.standard_normal(n)
 
 
@@ -89,14 +90,13 @@ def _babble(rng: np.random.Generator, n: int, split: str, talkers: int = 6) -> n
             length += len(u)
         stream = np.concatenate(parts)
         start = int(rng.integers(0, len(stream) - n + 1))
-        y += stream[start:start + n]
+        y += stream[start : start + n]
     return y
 
 
 def _recordings(rng: np.random.Generator, n: int, split: str) -> np.ndarray:
     """Random OpenSFX recordings (each at a random level ±6 dB) end to end; test uses every 4th sound."""
-    sounds = [s for i, (_, s) in enumerate(opensfx_recordings(opensfx_path()))
-              if (i % 4 == 0) == (split == "test")]
+    sounds = [s for i, (_, s) in enumerate(opensfx_recordings(opensfx_path())) if (i % 4 == 0) == (split == "test")]
     parts, length = [], 0
     while length < n:
         s = sounds[int(rng.integers(len(sounds)))]
@@ -104,7 +104,7 @@ def _recordings(rng: np.random.Generator, n: int, split: str) -> np.ndarray:
         length += len(s)
     stream = np.concatenate(parts)
     start = int(rng.integers(0, len(stream) - n + 1))
-    return stream[start:start + n]
+    return stream[start : start + n]
 
 
 def make_noise_bank(seed: int, split: str, seconds: float) -> dict[str, np.ndarray]:
@@ -142,4 +142,4 @@ def cut(rng: np.random.Generator, bank: dict[str, np.ndarray], n: int) -> tuple[
     k = int(rng.integers(len(kinds)))
     source = bank[kinds[k]]
     start = int(rng.integers(0, len(source) - n + 1))
-    return k, source[start:start + n].copy()
+    return k, source[start : start + n].copy()

@@ -12,14 +12,55 @@ from stapes.tasks.audio.engine import Voice
 
 KEYWORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "yes", "no")
 
-ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
-           "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 # espeak-ng voice variants that sound human-ish (robots and monsters left out)
-VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
-            "klatt", "klatt2", "klatt3", "klatt4", "klatt6", "Alex", "Andy", "Annie", "aunty",
-            "belinda", "boris", "david", "ed", "edward", "grandma", "grandpa", "iven", "john",
-            "linda", "max", "michel", "norbert", "paul", "quincy", "rob", "robert", "steph",
-            "travis", "victor", "zac", "whisper", "croak")
+VARIANTS = (
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "klatt4",
+    "klatt6",
+    "Alex",
+    "Andy",
+    "Annie",
+    "aunty",
+    "belinda",
+    "boris",
+    "david",
+    "ed",
+    "edward",
+    "grandma",
+    "grandpa",
+    "iven",
+    "john",
+    "linda",
+    "max",
+    "michel",
+    "norbert",
+    "paul",
+    "quincy",
+    "rob",
+    "robert",
+    "steph",
+    "travis",
+    "victor",
+    "zac",
+    "whisper",
+    "croak",
+)
 TEST_ACCENTS = ("en-us-nyc", "en-gb-x-gbcwmd")
 TEST_VARIANTS = ("m7", "f4", "klatt3", "grandma", "steph", "travis", "zac", "norbert")
 SPLITS = ("train", "val", "test")
@@ -53,11 +94,14 @@ SENTENCES = (
     "did you remember to buy milk on the way home",
     "the weather will be cloudy with some rain later",
 )
-VOCABULARY = tuple((
-    "the a of and to in is you that it he was for on are as with his they at be this have from "
-    "one two three four five six seven eight nine zero yes no hello please water coffee music "
-    "morning evening tomorrow station window garden doctor hearing volume louder quieter battery "
-    "program phone kitchen table chair").split())
+VOCABULARY = tuple(
+    (
+        "the a of and to in is you that it he was for on are as with his they at be this have from "
+        "one two three four five six seven eight nine zero yes no hello please water coffee music "
+        "morning evening tomorrow station window garden doctor hearing volume louder quieter battery "
+        "program phone kitchen table chair"
+    ).split()
+)
 
 
 def split_index(split: str) -> int:
@@ -69,9 +113,13 @@ def random_voice(rng: np.random.Generator, split: str) -> Voice:
     test = split == "test"
     accents = TEST_ACCENTS if test else tuple(a for a in ACCENTS if a not in TEST_ACCENTS)
     variants = TEST_VARIANTS if test else tuple(v for v in VARIANTS if v not in TEST_VARIANTS)
-    return Voice(accent=str(rng.choice(accents)), variant=str(rng.choice(variants)),
-                 speed=int(rng.integers(110, 220)), pitch=int(rng.integers(20, 85)),
-                 amplitude=int(rng.integers(60, 160)))
+    return Voice(
+        accent=str(rng.choice(accents)),
+        variant=str(rng.choice(variants)),
+        speed=int(rng.integers(110, 220)),
+        pitch=int(rng.integers(20, 85)),
+        amplitude=int(rng.integers(60, 160)),
+    )
 
 
 def random_utterance(rng: np.random.Generator) -> str:

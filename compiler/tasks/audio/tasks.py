@@ -24,8 +24,7 @@ from stapes.errors import UserError
 from stapes.tasks import Batch, Task, lag1_autocorrelation
 from stapes.tasks.audio import features
 from stapes.tasks.audio.engine import require_engine
-from stapes.tasks.audio.generate import (KeywordSpec, StreamSpec, load_keywords, load_streams, noisy_int16,
-    vad_labels)
+from stapes.tasks.audio.generate import KeywordSpec, StreamSpec, load_keywords, load_streams, noisy_int16, vad_labels
 from stapes.tasks.audio.noise import noise_types
 from stapes.tasks.audio.speech import KEYWORDS, SPLITS
 
@@ -64,7 +63,7 @@ class _SplitMemo:
         return data
 
 
-_GENERATED = _SplitMemo(size=9)   # three tasks' train/val/test
+_GENERATED = _SplitMemo(size=9)  # three tasks' train/val/test
 
 
 def _count(name: str, value) -> int:
@@ -99,15 +98,31 @@ class AudioTask(Task):
 
     feature_count: int
 
-    def __init__(self, *, seed: int, train_clips: int, val_clips: int, test_clips: int, snr_low: float,
-                 snr_high: float, p_reverb: float, bank_seconds: float, feature_mean, feature_std,
-                 workers: int, progress: bool):
+    def __init__(
+        self,
+        *,
+        seed: int,
+        train_clips: int,
+        val_clips: int,
+        test_clips: int,
+        snr_low: float,
+        snr_high: float,
+        p_reverb: float,
+        bank_seconds: float,
+        feature_mean,
+        feature_std,
+        workers: int,
+        progress: bool,
+    ):
         require_engine()
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise UserError(f"task parameter seed must be an integer >= 0, got {seed!r}")
         self.seed = int(seed)
-        self.sizes = {"train": _count("train_clips", train_clips), "val": _count("val_clips", val_clips),
-                      "test": _count("test_clips", test_clips)}
+        self.sizes = {
+            "train": _count("train_clips", train_clips),
+            "val": _count("val_clips", val_clips),
+            "test": _count("test_clips", test_clips),
+        }
         self.snr_low = _number("snr_low", snr_low, -30.0, 60.0)
         self.snr_high = _number("snr_high", snr_high, self.snr_low, 60.0)
         self.p_reverb = _number("p_reverb", p_reverb, 0.0, 1.0)
@@ -138,18 +153,30 @@ class AudioTask(Task):
 
     # ---- shared
     def _common_params(self) -> dict:
-        return {"seed": self.seed, "train_clips": self.sizes["train"], "val_clips": self.sizes["val"],
-                "test_clips": self.sizes["test"], "snr_low": self.snr_low, "snr_high": self.snr_high,
-                "p_reverb": self.p_reverb, "bank_seconds": self.bank_seconds}
+        return {
+            "seed": self.seed,
+            "train_clips": self.sizes["train"],
+            "val_clips": self.sizes["val"],
+            "test_clips": self.sizes["test"],
+            "snr_low": self.snr_low,
+            "snr_high": self.snr_high,
+            "p_reverb": self.p_reverb,
+            "bank_seconds": self.bank_seconds,
+        }
 
     def config(self) -> dict:
-        return {"name": self.name, **self._common_params(), **self._task_params(),
-                "feature_mean": [float(v) for v in self.feature_mean],
-                "feature_std": [float(v) for v in self.feature_std]}
+        return {
+            "name": self.name,
+            **self._common_params(),
+            **self._task_params(),
+            "feature_mean": [float(v) for v in self.feature_mean],
+            "feature_std": [float(v) for v in self.feature_std],
+        }
 
     def describe(self) -> str:
-        params = ", ".join(f"{k}={v}" for k, v in self.config().items()
-                           if k not in ("name", "feature_mean", "feature_std"))
+        params = ", ".join(
+            f"{k}={v}" for k, v in self.config().items() if k not in ("name", "feature_mean", "feature_std")
+        )
         return f"{self.name}({params})"
 
     @property
@@ -225,8 +252,14 @@ class _StreamTask(AudioTask):
         return Batch(batch.x[rows, window], batch.y[rows, window], batch.mask[rows, window], extra)
 
     def _spec(self) -> StreamSpec:
-        return StreamSpec(seed=self.seed, seconds=self.seconds, snr_low=self.snr_low, snr_high=self.snr_high,
-                          p_reverb=self.p_reverb, bank_seconds=self.bank_seconds)
+        return StreamSpec(
+            seed=self.seed,
+            seconds=self.seconds,
+            snr_low=self.snr_low,
+            snr_high=self.snr_high,
+            p_reverb=self.p_reverb,
+            bank_seconds=self.bank_seconds,
+        )
 
     def _streams(self, split: str) -> dict[str, np.ndarray]:
         return load_streams(self._spec(), split, self.sizes[split], workers=self.workers, progress=self.progress)
@@ -253,8 +286,12 @@ class VadTask(_StreamTask):
         s = self._streams(split)
         noisy = noisy_int16(s["clean"], s["noise"])
         labels = np.stack([vad_labels(c) for c in s["clean"]]).astype(np.float32)
-        return {"features": features.log_mel(noisy), "y": labels[..., None],
-                "noise_type": s["noise_type"], "snr": s["snr"]}
+        return {
+            "features": features.log_mel(noisy),
+            "y": labels[..., None],
+            "noise_type": s["noise_type"],
+            "snr": s["snr"],
+        }
 
     def _batch(self, x, data, idx) -> Batch:
         mask = np.ones(x.shape[:2], dtype=bool)
@@ -298,8 +335,14 @@ class DenoiseTask(_StreamTask):
         s = self._streams(split)
         noisy = noisy_int16(s["clean"], s["noise"])
         noisy_spec, clean_spec = features.stft(noisy), features.stft(s["clean"])
-        return {"features": features.log_bands(noisy_spec), "y": features.ideal_gains(clean_spec, noisy_spec),
-                "clean": s["clean"], "noisy": noisy, "noise_type": s["noise_type"], "snr": s["snr"]}
+        return {
+            "features": features.log_bands(noisy_spec),
+            "y": features.ideal_gains(clean_spec, noisy_spec),
+            "clean": s["clean"],
+            "noisy": noisy,
+            "noise_type": s["noise_type"],
+            "snr": s["snr"],
+        }
 
     def _batch(self, x, data, idx) -> Batch:
         mask = np.ones(x.shape[:2], dtype=bool)
@@ -317,11 +360,13 @@ class DenoiseTask(_StreamTask):
         before = features.snr_db(clean, noisy)
         improvement = features.snr_db(clean, features.apply_gains(spec, gains, n)) - before
         oracle = features.snr_db(clean, features.apply_gains(spec, batch.y, n)) - before
-        out = {"snr_improvement_db": float(improvement.mean()),
-               "gain_mse": float(np.mean((gains - batch.y) ** 2)),
-               "oracle_snr_improvement_db": float(oracle.mean()),
-               "identity_gain_mse": float(np.mean((1.0 - batch.y) ** 2)),
-               "input_snr_db": float(before.mean())}
+        out = {
+            "snr_improvement_db": float(improvement.mean()),
+            "gain_mse": float(np.mean((gains - batch.y) ** 2)),
+            "oracle_snr_improvement_db": float(oracle.mean()),
+            "identity_gain_mse": float(np.mean((1.0 - batch.y) ** 2)),
+            "input_snr_db": float(before.mean()),
+        }
         for group, clips in self._groups(batch).items():
             out[f"snr_improvement_db_{group}"] = float(improvement[clips].mean())
         return out
@@ -350,11 +395,21 @@ class KwsTask(AudioTask):
         return {"p_noise": self.p_noise}
 
     def _generate(self, split: str) -> dict[str, np.ndarray]:
-        spec = KeywordSpec(seed=self.seed, snr_low=self.snr_low, snr_high=self.snr_high, p_noise=self.p_noise,
-                           p_reverb=self.p_reverb, bank_seconds=self.bank_seconds)
+        spec = KeywordSpec(
+            seed=self.seed,
+            snr_low=self.snr_low,
+            snr_high=self.snr_high,
+            p_noise=self.p_noise,
+            p_reverb=self.p_reverb,
+            bank_seconds=self.bank_seconds,
+        )
         k = load_keywords(spec, split, self.sizes[split], workers=self.workers, progress=self.progress)
-        return {"features": features.log_mel(k["audio"]), "y": k["label"],
-                "noise_type": k["noise_type"], "snr": k["snr"]}
+        return {
+            "features": features.log_mel(k["audio"]),
+            "y": k["label"],
+            "noise_type": k["noise_type"],
+            "snr": k["snr"],
+        }
 
     def _batch(self, x, data, idx) -> Batch:
         return Batch(x, data["y"][idx], None, {"noise_type": data["noise_type"][idx], "snr": data["snr"][idx]})
@@ -367,23 +422,51 @@ class KwsTask(AudioTask):
         return out
 
 
-_COMMON_DEFAULTS = dict(seed=0, snr_low=-5.0, snr_high=20.0, p_reverb=0.3, bank_seconds=30.0,
-                        feature_mean=None, feature_std=None, workers=2, progress=None)
+_COMMON_DEFAULTS = dict(
+    seed=0,
+    snr_low=-5.0,
+    snr_high=20.0,
+    p_reverb=0.3,
+    bank_seconds=30.0,
+    feature_mean=None,
+    feature_std=None,
+    workers=2,
+    progress=None,
+)
 
 
 def make_vad_task(**params) -> VadTask:
     """VAD; defaults: 200 train / 30 val / 60 test streams of 4 s (generated in ~10 s, cached)."""
-    return VadTask(**{**_COMMON_DEFAULTS, "train_clips": 200, "val_clips": 30, "test_clips": 60,
-                      "seconds": 4.0, "train_frames": 0, **params})
+    return VadTask(
+        **{
+            **_COMMON_DEFAULTS,
+            "train_clips": 200,
+            "val_clips": 30,
+            "test_clips": 60,
+            "seconds": 4.0,
+            "train_frames": 0,
+            **params,
+        }
+    )
 
 
 def make_denoise_task(**params) -> DenoiseTask:
     """Denoising gains; defaults: 400 train / 30 val / 60 test streams of 4 s."""
-    return DenoiseTask(**{**_COMMON_DEFAULTS, "train_clips": 400, "val_clips": 30, "test_clips": 60,
-                          "seconds": 4.0, "train_frames": 0, **params})
+    return DenoiseTask(
+        **{
+            **_COMMON_DEFAULTS,
+            "train_clips": 400,
+            "val_clips": 30,
+            "test_clips": 60,
+            "seconds": 4.0,
+            "train_frames": 0,
+            **params,
+        }
+    )
 
 
 def make_kws_task(**params) -> KwsTask:
     """Keyword spotting; defaults: 2400 train / 240 val / 600 test clips (p_noise 0.8)."""
-    return KwsTask(**{**_COMMON_DEFAULTS, "train_clips": 2400, "val_clips": 240, "test_clips": 600,
-                      "p_noise": 0.8, **params})
+    return KwsTask(
+        **{**_COMMON_DEFAULTS, "train_clips": 2400, "val_clips": 240, "test_clips": 600, "p_noise": 0.8, **params}
+    )

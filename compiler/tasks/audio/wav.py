@@ -15,17 +15,17 @@ def parse_wav(buf: bytes) -> tuple[np.ndarray, int]:
     data = buf.find(b"data")
     if buf[:4] != b"RIFF" or fmt < 0 or data < 0:
         raise ValueError("not a RIFF/WAVE stream")
-    channels = int.from_bytes(buf[fmt + 10:fmt + 12], "little")
-    rate = int.from_bytes(buf[fmt + 12:fmt + 16], "little")
-    bits = int.from_bytes(buf[fmt + 22:fmt + 24], "little")
-    declared = int.from_bytes(buf[data + 4:data + 8], "little")
-    pcm = buf[data + 8:data + 8 + declared]
+    channels = int.from_bytes(buf[fmt + 10 : fmt + 12], "little")
+    rate = int.from_bytes(buf[fmt + 12 : fmt + 16], "little")
+    bits = int.from_bytes(buf[fmt + 22 : fmt + 24], "little")
+    declared = int.from_bytes(buf[data + 4 : data + 8], "little")
+    pcm = buf[data + 8 : data + 8 + declared]
     width = bits // 8
     if bits == 16:
-        pcm = pcm[:len(pcm) // (width * channels) * width * channels]
+        pcm = pcm[: len(pcm) // (width * channels) * width * channels]
         x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
     elif bits == 8:
-        pcm = pcm[:len(pcm) // channels * channels]
+        pcm = pcm[: len(pcm) // channels * channels]
         x = (np.frombuffer(pcm, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
     else:
         raise ValueError(f"unsupported WAVE sample width: {bits} bits")
