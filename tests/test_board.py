@@ -7,7 +7,8 @@ import pytest
 
 from stapes.cli import main as cli_main
 from stapes.fixed.quantize import quantize_graph
-from stapes.ir.float_graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell
+from stapes.ir.float_graph import FloatGraph, MGUCell, Readout, RNNCell
+from stapes.ir.lowrank import svd_factors
 from stapes.target import profile, qemu, run, toolchain
 
 NO_TOOLCHAIN = toolchain.toolchain_missing()
@@ -33,11 +34,7 @@ def random_qgraph(
 
     def recurrent():
         m = rng.standard_normal((n, n)) * (1.5 / np.sqrt(n))
-        if rank is None:
-            return m
-        p, s, qt = np.linalg.svd(m)
-        root = np.sqrt(s[:rank])
-        return LowRank(p[:, :rank] * root, root[:, None] * qt[:rank], s[:rank])
+        return m if rank is None else svd_factors(m, rank)
 
     def w():
         return rng.standard_normal((n, i))

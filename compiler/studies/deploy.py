@@ -19,6 +19,8 @@ from stapes.tasks import task_from_config
 
 # The runtime folders an emitted model needs beside it, as they are laid out in runtime_c/.
 RUNTIME_PARTS = ("include", "src", "host")
+# The build fragments a firmware project includes (runtime_c/CMakeLists.txt, runtime_c/stapes.mk).
+RUNTIME_BUILD_FILES = ("CMakeLists.txt", "stapes.mk")
 
 
 def calibration_inputs(graph: FloatGraph, calibration=None, sequences: int = 256, seed: int = 0):
@@ -89,6 +91,7 @@ def runtime_files() -> list[tuple[str, Path]]:
         folder = Path(str(root / part))
         if folder.is_dir():
             files += [(f"{part}/{p.name}", p) for p in sorted(folder.iterdir()) if p.suffix in (".c", ".h")]
+    files += [(name, Path(str(root / name))) for name in RUNTIME_BUILD_FILES]
     return files
 
 

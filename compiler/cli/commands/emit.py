@@ -5,8 +5,9 @@ from __future__ import annotations
 NAME = "emit"
 HELP = "generate <prefix>.c/.h (const tables + step/run functions) from a QModel folder"
 DESCRIPTION = (
-    HELP + ". Copies the runtime (runtime_c/include, runtime_c/src) beside them, so the "
-    "folder builds on its own: cc -std=c99 -Iruntime/include *.c runtime/src/*.c."
+    HELP + ". Copies the runtime (runtime_c/include, runtime_c/src and its CMakeLists.txt / "
+    "stapes.mk, see docs/boards.md) into runtime/, so the folder builds on its own: "
+    "cc -std=c99 -Iruntime/include *.c runtime/src/*.c."
 )
 
 
