@@ -1,11 +1,12 @@
 """The wheel: build it, install it into a fresh venv, and run `stapes` from there (not the repo).
 
-The venv uses --system-site-packages so torch & co. come from the machine (no network), and the
-wheel is installed with --no-deps. The checks run from a folder outside the repository and assert
+The venv sees the packages of the environment running the tests (torch & co., no network; also
+when that environment is itself a venv), and the wheel is installed with --no-deps. The checks run from a folder outside the repository and assert
 that `stapes` is imported from the venv, so the editable install cannot stand in for the wheel.
 """
 
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,17 @@ def run(cmd, cwd, timeout=600):
     return result
 
 
+def _see_this_environment(python: Path) -> None:
+    """Let the new venv import the packages of the environment running the tests (torch & co.).
+
+    --system-site-packages reaches only the base interpreter's site-packages: when the tests run
+    inside a venv, that is not where torch was installed. A .pth file appends this environment's
+    site folders after the new venv's own, so the wheel installed there still comes first."""
+    inner = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=REPO)
+    ours = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    (Path(inner.stdout.strip()) / "_stapes_test_outer_env.pth").write_text("".join(f"{p}\n" for p in ours))
+
+
 @pytest.fixture(scope="module")
 def venv_with_wheel(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("packaging")
@@ -62,6 +74,7 @@ def venv_with_wheel(tmp_path_factory):
     venv = tmp / "venv"
     run([sys.executable, "-m", "venv", "--system-site-packages", venv], cwd=tmp)
     bin_dir = venv / ("Scripts" if sys.platform == "win32" else "bin")
+    _see_this_environment(bin_dir / "python")
     run(
         [bin_dir / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall", wheels[0]],
         cwd=tmp,
