@@ -41,7 +41,7 @@ from stapes.studies.deploy import quantize_calibrated, quantize_folder, write_c_
 from stapes.studies.verify import verify_folder
 from stapes.target import toolchain
 from stapes.target.profile import load_board
-from stapes.target.run import run_qgraph, stack_text
+from stapes.target.run import ram_text, run_qgraph
 
 DEFAULT_OUT = "stapes-demo"
 # Per-task demo model and training (small, quick, reliable); training settings not given here come
@@ -208,6 +208,7 @@ def stage_fixed_point(ctx: DemoContext) -> None:
         [
             f"QGraph: input {q.input_fmt.describe()}, output {q.readout.out_fmt.describe()}, "
             f"int{q.weight_bits} weights, {s['macs_per_frame']} MACs/frame (all-dense {s['macs_per_frame_dense']})",
+            f"QModel:    {ctx.final_path(qdir)}",
             f"C: {s['weight_bytes']} B weights + {s['table_bytes']} B tables, state {s['state_bytes']} B, "
             f"scratch {s['scratch_bytes']} B -> {ctx.final_path(cdir)}",
             *result.lines,
@@ -243,7 +244,8 @@ def stage_board(ctx: DemoContext) -> None:
         "instructions_per_frame": mean,
         "macs_per_frame": res.macs_per_frame,
         "flash": s["flash_model"],
-        "ram": s["ram"],
+        "ram": res.ram_buffers + res.stack,
+        "ram_buffers": res.ram_buffers,
         "stack": res.stack,
     }
     ctx.section(
@@ -253,7 +255,7 @@ def stage_board(ctx: DemoContext) -> None:
             f"reference (mismatches: 0)",
             f"cost:      {mean:,.0f} instructions/frame (qemu), {res.macs_per_frame} MACs/frame, "
             f"{mean / max(res.macs_per_frame, 1):.2f} instructions/MAC",
-            f"size:      flash {s['flash_model']} B (model + runtime + startup), RAM {s['ram']} B + {stack_text(res)}",
+            f"size:      flash {s['flash_model']} B (model + runtime + startup), {ram_text(res)}",
             f"build:     {ctx.final_path(ctx.stage_dir('board'))}",
         ],
     )

@@ -21,8 +21,42 @@ from stapes.fixed.quantize import dequantize_output, quantize_input
 from stapes.fixed.reference import OP_KINDS, analytic_ops, run_reference
 from stapes.host import build, run_c
 from stapes.ir.float_graph import FloatGraph, LowRank, is_model_folder
-from stapes.ir.qgraph import QGraph
+from stapes.ir.qgraph import STATE_FRAC, QGraph
 from stapes.tasks.evaluate import eval_batch, metrics_from_outputs
+
+# The metric column of the dense float model as compression recorded it (on its own data).
+RECORDED_DENSE = "dense float (recorded)"
+# A state further than this from the float model's (LSB of Q15, on the same inputs) is worth a
+# warning: 1/64 of full scale, well above rounding noise and below a visible change of behaviour.
+FLOAT_ERROR_WARN_LSB = 512
+
+
+@dataclass(frozen=True)
+class FloatError:
+    """How far the fixed point is from its float model on the same (quantized) inputs: bit-exact
+    with the reference is not the same as close to the float model. States in LSB of Q15,
+    outputs in LSB of the readout's output format."""
+
+    state_max_lsb: float
+    state_rms_lsb: float
+    output_max_lsb: float
+    output_rms_lsb: float
+
+    @property
+    def large(self) -> bool:
+        return self.state_max_lsb > FLOAT_ERROR_WARN_LSB
+
+    def lines(self, output_fmt: str) -> list[str]:
+        text = [
+            f"float vs fixed (same inputs): state max {self.state_max_lsb:.0f} / RMS {self.state_rms_lsb:.1f} "
+            f"LSB of Q15, output max {self.output_max_lsb:.0f} / RMS {self.output_rms_lsb:.1f} LSB of {output_fmt}"
+        ]
+        if self.large:
+            text.append(
+                f"warning: a state differs from the float model by {self.state_max_lsb:.0f} LSB "
+                f"(> {FLOAT_ERROR_WARN_LSB}); check the task metric above before deploying"
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -39,6 +73,7 @@ class VerifyResult:
     ops_per_frame: dict
     metric_name: str | None = None
     metrics: dict = field(default_factory=dict)
+    float_error: FloatError | None = None
     lines: tuple[str, ...] = ()
 
     @property
@@ -107,13 +142,24 @@ def verify(
         f"{bsz} sequences x {steps} steps, {compared} values compared "
         f"({q.kind}, N={q.hidden_size}, rank {rank or q.rank or 'dense'}, int{q.weight_bits} weights)",
         f"mismatches: {bad}",
-        "ops per frame: " + "  ".join(f"{k} {v:.1f}" for k, v in per_frame.items()),
+        "ops per frame: " + "  ".join(f"{k} {_count(v)}" for k, v in per_frame.items()),
         f"op counts: C counters {'=' if ops == ref.ops else '!='} reference "
         f"{'=' if ref.ops == analytic else '!='} analytic",
     ]
     metrics = task_metrics(q, task, batch, y, float_graph, rank) if task is not None else {}
     if metrics:
-        lines.append(f"{task.primary_metric}: " + "  |  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        same = {k: v for k, v in metrics.items() if k != RECORDED_DENSE}
+        lines.append(
+            f"{task.primary_metric} on {bsz} test sequences: " + "  |  ".join(f"{k} {v:.4f}" for k, v in same.items())
+        )
+        if RECORDED_DENSE in metrics:
+            lines.append(
+                f"{task.primary_metric} of the dense float model (recorded at compression): {metrics[RECORDED_DENSE]:.4f}"
+            )
+    error = None
+    if float_graph is not None:
+        error = float_error(q, at_rank(float_graph, rank), x_q, states, y)
+        lines += error.lines(q.readout.out_fmt.describe())
     first = first_mismatch("states", states, ref.states) or first_mismatch("outputs", y, ref.outputs)
     return VerifyResult(
         mismatches=bad,
@@ -125,8 +171,39 @@ def verify(
         ops_per_frame=per_frame,
         metric_name=task.primary_metric if task is not None else None,
         metrics=metrics,
+        float_error=error,
         lines=tuple(lines),
     )
+
+
+def _count(v: float) -> str:
+    return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
+
+
+def float_error(q: QGraph, graph: FloatGraph, x_q: np.ndarray, states: np.ndarray, y: np.ndarray) -> FloatError:
+    """The fixed-point states and outputs against the float graph run on the dequantized int16
+    inputs (so only the arithmetic differs, not the input rounding)."""
+    out, h = graph.run(np.ldexp(x_q.astype(np.float64), -int(q.input_fmt.frac)))
+    ds = (states.astype(np.float64) - np.ldexp(h, STATE_FRAC)).ravel()
+    dy = (y.astype(np.float64) - np.ldexp(out, int(q.readout.out_fmt.frac))).ravel()
+    return FloatError(
+        float(np.abs(ds).max(initial=0.0)),
+        float(np.sqrt(np.mean(ds**2))) if ds.size else 0.0,
+        float(np.abs(dy).max(initial=0.0)),
+        float(np.sqrt(np.mean(dy**2))) if dy.size else 0.0,
+    )
+
+
+def at_rank(graph: FloatGraph, rank: int | None) -> FloatGraph:
+    """`graph` truncated to the run-time rank the C runs (the same prefix of the sigma-sorted
+    factors); unchanged without a rank."""
+    if rank is None:
+        return graph
+    cell = dataclasses.replace(
+        graph.cell,
+        **{k: m.truncate(min(rank, m.rank)) for k, m in graph.cell.recurrent().items() if isinstance(m, LowRank)},
+    )
+    return graph.replace_cell(cell)
 
 
 def verify_folder(folder, **kwargs) -> VerifyResult:
@@ -144,20 +221,10 @@ def task_metrics(q: QGraph, task, batch, y, graph: FloatGraph | None, rank: int 
     cols = {}
     dense = q.provenance.get("metric_dense")
     if dense and dense.get("name") == name:
-        cols["float (dense, compress.json)"] = dense["value"]
+        cols[RECORDED_DENSE] = dense["value"]
     if graph is not None:
         lowrank = any(isinstance(m, LowRank) for m in graph.cell.recurrent().values())
-        if rank is not None:  # the same prefix of the sigma-sorted factors the C runs
-            graph = graph.replace_cell(
-                dataclasses.replace(
-                    graph.cell,
-                    **{
-                        k: m.truncate(min(rank, m.rank))
-                        for k, m in graph.cell.recurrent().items()
-                        if isinstance(m, LowRank)
-                    },
-                )
-            )
+        graph = at_rank(graph, rank)
         out, _ = graph.run(batch.x)
         cols["low-rank float" if lowrank else "float"] = metrics_from_outputs(task, out, batch)[name]
     cols[f"fixed point int{q.weight_bits}"] = metrics_from_outputs(task, dequantize_output(q, y), batch)[name]

@@ -154,14 +154,11 @@ def weight_bytes(s: ModelShape) -> dict:
 
 
 def ram_bytes(s: ModelShape) -> dict:
-    """Caller-owned buffers: state, scratch (stp_model_scratch_size int16), input and output."""
+    """Caller-owned int16 buffers, in bytes: state, scratch (stp_model_scratch_size), input and
+    output (the arrays themselves; a linker may add up to 3 bytes of alignment after each)."""
     n = s.hidden_size
     scratch = scratch_elements(s.cell, n, s.rank_max)
-
-    def words(elems: int) -> int:  # gcc places each int16 array on a 4-byte boundary
-        return 4 * ((2 * elems + 3) // 4)
-
-    return {"state": words(n), "scratch": words(scratch), "input": words(s.input_size), "output": words(s.output_size)}
+    return {"state": 2 * n, "scratch": 2 * scratch, "input": 2 * s.input_size, "output": 2 * s.output_size}
 
 
 # ----------------------------------------------------------------------------- estimates
@@ -441,7 +438,10 @@ def format_budget(b: Budget) -> str:
     lines += [f"  {k:<8}{v:>10}" for k, v in b.flash.items() if k != "total"]
     lines += [f"  {'total':<8}{b.flash['total']:>10}", "", f"{'RAM':<10}{'bytes':>10}"]
     lines += [f"  {k:<8}{v:>10}" for k, v in b.ram.items() if k != "total"]
-    lines += [f"  {'total':<8}{b.ram['total']:>10}", ""]
+    lines += [
+        f"  {'total':<8}{b.ram['total']:>10}  (buffers exact; stack: the largest peak measured on this board)",
+        "",
+    ]
     c = b.counts
     lines.append(
         f"MACs/frame {c['macs']} (recurrent {c['macs_recurrent']}: dense {c['macs_dense']}, "

@@ -176,7 +176,7 @@ def make_plan(
         batch = task.sample("val", n_eval, seed)
         calib = np.concatenate([task.sample("train", n_eval, seed + 1).x, batch.x], axis=0)
         data = (task, calib, batch)
-        metric_name = task.primary_metric
+        metric_name = f"{task.primary_metric} (validation split, {n_eval} sequences, integer reference)"
         baseline = measure_metric(graph, {k: None for k in graph.cell.recurrent()}, 16, data)
         for c in fitting:
             c.metric = measure_metric(graph, c.ranks, c.weight_bits, data)
@@ -202,7 +202,7 @@ def make_plan(
     excluded = len(cands) - len(fitting)
     reason = (
         f"{len(fitting)} of {len(cands)} configurations fit ({excluded} exceed flash, RAM or time); "
-        f"the best {metric_name} among them is {best:.4f}"
+        f"the best {metric_name.split()[0]} among them is {best:.4f}"
         + (f" (uncompressed int16: {baseline:.4f})" if baseline is not None else "")
         + f"; {_describe(chosen)} reaches {chosen.metric:.4f}, and is the cheapest within {tie:g} "
         f"of the best: {chosen.macs} MACs/frame, {100 * chosen.share:.2f} % of the core, "
@@ -221,7 +221,7 @@ def format_plan(p: Plan) -> str:
         f"plan for {p.board}, one frame every {p.frame_ms:g} ms; limits: flash {p.limits['max_flash']} B, "
         f"RAM {p.limits['max_ram']} B, core {100 * p.limits['max_core_share']:.0f} %",
         "",
-        f"{'configuration':<40}{'flash':>8}{'RAM':>7}{'core %':>8}{'MACs':>7}  {p.metric_name[:12]:>12}  verdict",
+        f"{'configuration':<40}{'flash':>8}{'RAM':>7}{'core %':>8}{'MACs':>7}  {p.metric_name.split()[0][:12]:>12}  verdict",
     ]
     for row in sorted(p.table, key=lambda r: (not r["fits"], -(r["metric"] or 0.0), r["cycles"])):
         c = Candidate(**row)
@@ -230,5 +230,10 @@ def format_plan(p: Plan) -> str:
             f"{_describe(c):<40}{c.flash:>8}{c.ram:>7}{100 * c.share:>8.2f}{c.macs:>7}  {metric:>12}  "
             f"{'fits' if c.fits else c.why_not}"
         )
-    lines += ["", ("chosen: " + _describe(p.chosen)) if p.chosen else "chosen: none", f"why: {p.reason}"]
+    lines += [
+        f"metric: {p.metric_name}",
+        "",
+        ("chosen: " + _describe(p.chosen)) if p.chosen else "chosen: none",
+        f"why: {p.reason}",
+    ]
     return "\n".join(lines)

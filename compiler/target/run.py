@@ -146,6 +146,10 @@ def reference_frames(qgraph, x, rank: int = 0):
     return res.outputs[0], res.states[0]
 
 
+# The driver's caller-owned buffers (boards/common/stp_driver.c.in): the model's RAM besides the stack.
+DRIVER_BUFFERS = ("state", "scratch", "x", "y")
+
+
 @dataclass
 class BoardRun:
     """Everything `stapes board run` reports."""
@@ -165,6 +169,7 @@ class BoardRun:
     stack_measured: bool
     method: str
     kernel_insns: float | None = None  # per frame, inside the mat-vec kernels
+    ram_buffers: int = 0  # bytes of the caller-owned state, scratch, input and output (the ELF's)
 
 
 def emitted_model_files(qgraph, work: Path, prefix: str = "model") -> list[Path]:
@@ -206,9 +211,10 @@ def run_qgraph(
     except subprocess.TimeoutExpired:
         raise CheckFailed(f"the host build timed out after {timeout:g} s") from None
     mismatch = _reference_mismatch(measured, qgraph, x, rank)
+    symbols = elf_symbols(work / "target.elf")
     syms = [
         (s.name, s.size, s.region)
-        for s in reversed(elf_symbols(work / "target.elf"))
+        for s in reversed(symbols)
         if s.name.startswith(("model_", "stp_"))
         and not s.name.startswith(("stp_board", "stp_io"))
         or s.name in ("row_dot", "combine", "gate_preact", "cell_step")
@@ -229,6 +235,7 @@ def run_qgraph(
         measured.stack_measured,
         measured.method,
         measured.kernel_insns,
+        sum(s.size for s in symbols if s.name in DRIVER_BUFFERS),
     )
 
 
@@ -243,4 +250,9 @@ def _reference_mismatch(measured: Measured, qgraph, x, rank: int) -> str | None:
 
 
 def stack_text(run: BoardRun) -> str:
-    return f"stack {run.stack} (measured peak)" if run.stack_measured else f"stack ~{run.stack} (estimate)"
+    return f"stack {run.stack} B (measured peak)" if run.stack_measured else f"stack ~{run.stack} B (estimate)"
+
+
+def ram_text(run: BoardRun) -> str:
+    """The model's RAM as every report states it: the caller-owned buffers plus the stack."""
+    return f"RAM {run.ram_buffers + run.stack} B = buffers {run.ram_buffers} B (state, scratch, input, output) + {stack_text(run)}"

@@ -34,7 +34,7 @@ def _list() -> int:
 
 
 def _report(res, budget) -> str:
-    from stapes.target.run import stack_text
+    from stapes.target.run import ram_text
 
     insns = res.frame_insns
     mean = sum(insns) / len(insns) if insns else 0.0
@@ -49,7 +49,8 @@ def _report(res, budget) -> str:
         lines.append(f"first mismatch: {res.first_mismatch}")
     lines += [
         f"sizes (arm-none-eabi-size, whole image): text {s['text']} data {s['data']} bss {s['bss']}; "
-        f"flash {s['flash']} (without golden inputs {s['flash_model']}), RAM {s['ram']} + {stack_text(res)}",
+        f"flash {s['flash']} (without golden inputs {s['flash_model']}), data + bss {s['ram']}",
+        f"model: flash {s['flash_model']} B, {ram_text(res)}",
         "model and runtime symbols (bytes):",
     ]
     lines += [f"  {size:>7}  {name}" for name, size, _ in res.model_symbols[:20]]
@@ -71,8 +72,8 @@ def _report(res, budget) -> str:
         lines.append(
             f"budget estimate: {budget.instructions:,.0f} instructions/frame "
             f"({100 * (budget.instructions / mean - 1):+.1f} %), flash {budget.flash['total']} "
-            f"(measured {s['flash_model']}), RAM {budget.ram['total'] - budget.ram['stack']} "
-            f"(measured {s['ram']}) + stack {budget.ram['stack']} (this run: {stack_text(res)})"
+            f"(measured {s['flash_model']}), RAM buffers {budget.ram['total'] - budget.ram['stack']} "
+            f"(measured {res.ram_buffers}) + stack bound {budget.ram['stack']} (this run: {res.stack})"
         )
     return "\n".join(lines)
 

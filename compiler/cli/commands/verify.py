@@ -7,8 +7,10 @@ HELP = "build the generated C, run it against the integer reference, count misma
 DESCRIPTION = (
     HELP + ". Prints 'mismatches: 0' (exit 0) or the first mismatch (exit 1), op counts "
     "per frame (C counters, reference, analytic), and when the graph has a task its metric "
-    "for the float / low-rank float / fixed-point model side by side. Without a task the "
-    "inputs are seeded random values in the calibrated input range."
+    "for the float / low-rank float / fixed-point model side by side on the same data, and "
+    "the float-vs-fixed error of states and outputs (max and RMS, in LSB), with a warning when a "
+    "state is more than 512 LSB of Q15 from the float model. Without a task the inputs are "
+    "seeded random values in the calibrated input range."
 )
 
 
