@@ -119,3 +119,15 @@ def test_budget_matches_size_and_qemu(board_name, tmp_path):
         assert res.stack_measured and 0 < res.stack <= est.ram["stack"], (case, est.ram["stack"], res.stack)
         measured = float(np.mean(res.frame_insns))
         assert abs(est.instructions / measured - 1) <= 0.10, (case, est.instructions, measured)
+
+
+@pytest.mark.parametrize("board_name", ["mps2-an385", "mps2-an386"])
+@pytest.mark.parametrize("case", SHAPES, ids=lambda c: f"{c[0]}-N{c[2]}-r{c[4]}-int{c[5]}")
+def test_a_single_issue_core_needs_at_least_a_cycle_per_instruction(board_name, case):
+    """The Cortex-M3 and M4 issue one instruction per cycle at most: the cycle estimate can never
+    be below the (qemu-calibrated) instruction estimate."""
+    cell, i, n, o, rank, bits, mode, act = case
+    ranks = {k: rank for k in (("u_f", "u_h") if cell == "mgu" else ("u",))}
+    shape = BU.ModelShape(cell, i, n, o, ranks, bits, mode, act)
+    b = BU.budget(shape, profile.load_board(board_name), frame_ms=8)
+    assert b.instructions is not None and b.cycles >= b.instructions, (b.cycles, b.instructions)

@@ -298,6 +298,7 @@ def estimate_instructions(s: ModelShape, board: Board) -> float | None:
 
 MAC_FEATURES = ("mac16_fast", "mac16_pair", "mac16_scalar", "mac8_fast", "mac8_scalar")
 DUAL_MAC_FEATURES = ("mac16_dual", "mac16_dual_tail", "mac16_dual_odd")
+MACS_PER_FEATURE_UNIT = {"mac16_pair": 2}  # mac16_pair counts SMLAD steps, two MACs each
 
 
 def _instruction_source(board: Board) -> Board | None:
@@ -312,32 +313,37 @@ def _instruction_source(board: Board) -> Board | None:
 
 
 def estimate_cycles(s: ModelShape, board: Board) -> float:
-    """Cycles per frame (an estimate on every board: qemu counts no cycles). MACs cost
-    `mac_cycles` each (DSP or portable loop, loads and loop overhead included); the remaining
-    instructions of the fitted model cost `other_cycles`, except calls (`call_cycles`), table
-    look-ups (`lut_cycles`) and the three loads per row of shifts and bias (`load_cycles`)."""
+    """Cycles per frame (an estimate on every board: qemu counts no cycles).
+
+    With an instruction model (the board's, or the qemu board its profile names): the MACs cost
+    `mac_cycles` each (DSP or portable loop: its loads and loop overhead included; a path with
+    more instructions per MAC costs those instructions) and every other instruction `other_cycles` (the core's average cycles per instruction: at least 1 on a
+    single-issue core such as the M0+, M3 and M4, so cycles never fall below instructions there;
+    below 1 on the dual-issue M7). Without one, a count-based estimate: MACs, table look-ups,
+    calls and per-row loads at their `[cost]` prices plus ~20 other instructions a row."""
     cost = board.cost
     c = step_counts(s)
     mac = cost["mac_cycles"] if board.has_dsp else cost.get("mac_cycles_portable", cost["mac_cycles"])
-    cycles = c["macs"] * mac + c["luts"] * cost["lut_cycles"] + c["dot_calls"] * cost["call_cycles"]
-    rows = c["gate_rows"] + c["z_rows"] + c["readout_rows"]
-    cycles += 3 * rows * cost["load_cycles"]
     src = _instruction_source(board)
     insns = estimate_instructions(s, src) if src is not None else None
     if insns is None:
-        return cycles + 20 * rows * cost["other_cycles"]
-    f = insn_features(s, src.has_dsp)
-    m = src.insn_model
-    covered = (
-        sum(m.get(k, 0.0) * f[k] for k in (*MAC_FEATURES, *DUAL_MAC_FEATURES))
-        + m.get("luts", 0.0) * f["luts"]
-        + m.get(f"row_calls{s.weight_bits}", 0.0) * f[f"row_calls{s.weight_bits}"]
-        + m.get("dual_calls", 0.0) * f["dual_calls"]
-        + m.get(f"dot_call{s.weight_bits}", 0.0) * f["kernel_calls"]
-        + 3 * rows
-    )
-    rest = max(insns - covered, 0.0) * cost.get("overhead_scale", 1.0)
-    return cycles + rest * cost["other_cycles"]
+        rows = c["gate_rows"] + c["z_rows"] + c["readout_rows"]
+        return (
+            c["macs"] * mac
+            + c["luts"] * cost["lut_cycles"]
+            + c["dot_calls"] * cost["call_cycles"]
+            + rows * (3 * cost["load_cycles"] + 20 * cost["other_cycles"])
+        )
+    f, m, other = insn_features(s, src.has_dsp), src.insn_model, cost["other_cycles"]
+    mac_insns = mac_cycles = 0.0
+    for k in (*MAC_FEATURES, *DUAL_MAC_FEATURES):
+        mac_insns += m.get(k, 0.0) * f[k]
+        # a loop path costs `mac` cycles per MAC, or its instructions' cycles when it has more
+        # instructions per MAC than the fast path the cost table prices (scalar tails, unpacking)
+        macs = f[k] * MACS_PER_FEATURE_UNIT.get(k, 1)
+        mac_cycles += max(macs * mac, m.get(k, 0.0) * f[k] * other)
+    rest = max(insns - mac_insns, 0.0) * cost.get("overhead_scale", 1.0)
+    return mac_cycles + rest * other
 
 
 @dataclass(frozen=True)
@@ -388,7 +394,10 @@ def budget(s: ModelShape, board: Board, frame_ms: float, clock_hz: int | None = 
         notes.append("no qemu-calibrated instruction model for this board")
     if not code:
         notes.append("code size unknown for this board (no [code_model]); flash counts data only")
-    notes.append("cycles come from the board's cost table; qemu counts instructions, not cycles")
+    notes.append(
+        "cycles are an estimate (qemu counts instructions, not cycles): MACs at the board's cycles per "
+        "MAC, every other instruction at its average cycles per instruction"
+    )
     return Budget(
         board=board.name,
         board_kind=board.kind,
