@@ -140,7 +140,8 @@ def test_cli_quantize_emit_verify(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "q"), "--sequences", "8", "--rank", "2"]) == 0
     out = capsys.readouterr().out
     assert "mismatches: 0" in out and "C counters = reference = analytic" in out
-    assert "recall_accuracy: low-rank float" in out and "fixed point int8" in out
+    assert "recall_accuracy on " in out and "low-rank float" in out and "fixed point int8" in out
+    assert "float vs fixed (same inputs): state max" in out
     assert main(["verify", str(tmp_path / "q"), "--rank", "9"]) == 2
     assert main(["verify", str(tmp_path / "nothing")]) == 2
 
