@@ -111,6 +111,21 @@ def test_generation_is_deterministic_and_independent_of_workers(tmp_path, monkey
 
 
 @needs_espeak
+def test_the_noise_types_are_recorded_and_a_task_that_needs_missing_recordings_is_refused(monkeypatch):
+    """The task config names its noise types, so a model's data never changes silently with an
+    optional package: rebuilding a task that used the real recordings where they are missing
+    is a clear error, and a task of synthetic noise only is the same with or without them."""
+    monkeypatch.setenv("STAPES_OPENSFX", "/nonexistent/opensfx.cat")
+    synthetic = make_task("vad", progress=False, **CI_SIZES["vad"])
+    assert synthetic.config()["noise_types"] == ["white", "pink", "brown", "hum", "babble"]
+    with pytest.raises(UserError, match="openttd-opensfx"):
+        task_from_config({**synthetic.config(), "noise_types": [*synthetic.config()["noise_types"], "sfx"]})
+    for bad in ([], "white", ["white", "white"], ["rain"]):
+        with pytest.raises(UserError, match="noise"):
+            make_task("vad", progress=False, noise_types=bad, **CI_SIZES["vad"])
+
+
+@needs_espeak
 def test_protocol_shapes_and_config_round_trip(tasks):
     expected = {
         "vad": ((40,), 1, "per_step", "sigmoid", "bce", "accuracy"),

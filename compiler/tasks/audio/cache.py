@@ -18,7 +18,7 @@ import numpy as np
 
 from stapes.fsutil import atomic_write_bytes, cache_dir
 from stapes.tasks.audio.engine import engine_version
-from stapes.tasks.audio.noise import noise_types, opensfx_path
+from stapes.tasks.audio.noise import opensfx_path
 
 
 def cache_root() -> Path:
@@ -26,11 +26,10 @@ def cache_root() -> Path:
 
 
 def cache_key(key: dict) -> str:
-    """A hex digest of `key` plus the engine version and the available noise recordings."""
+    """A hex digest of `key` (which names its noise types) plus the engine version and the
+    installed noise recordings."""
     sfx = opensfx_path()
-    full = dict(
-        key, engine=engine_version(), noise_types=list(noise_types()), opensfx_bytes=os.path.getsize(sfx) if sfx else 0
-    )
+    full = dict(key, engine=engine_version(), opensfx_bytes=os.path.getsize(sfx) if sfx else 0)
     return hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -31,6 +31,7 @@ class StreamSpec:
     snr_high: float = 20.0
     p_reverb: float = 0.3
     bank_seconds: float = 30.0
+    noise_types: tuple[str, ...] = noise.SYNTHETIC_TYPES
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class KeywordSpec:
     p_noise: float = 0.8
     p_reverb: float = 0.3
     bank_seconds: float = 30.0
+    noise_types: tuple[str, ...] = noise.SYNTHETIC_TYPES
 
 
 def _bank_split(split: str) -> str:
@@ -159,7 +161,7 @@ def _load(
     key = dict(kind=kind, version=GENERATOR_VERSION, spec=asdict(spec), split=split, count=count)
 
     def build() -> dict[str, np.ndarray]:
-        bank = noise.make_noise_bank(spec.seed, _bank_split(split), spec.bank_seconds)
+        bank = noise.make_noise_bank(spec.seed, _bank_split(split), spec.bank_seconds, spec.noise_types)
         items = _run_parallel(job, [(spec, split, i) for i in range(count)], bank, workers, f"{kind}/{split}", progress)
         return {name: np.array([item[j] for item in items], dtype) for j, (name, dtype) in enumerate(columns)}
 

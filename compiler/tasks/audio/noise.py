@@ -16,6 +16,7 @@ import struct
 
 import numpy as np
 
+from stapes.errors import UserError
 from stapes.tasks.audio.dsp import rms
 from stapes.tasks.audio.engine import SAMPLE_RATE, engine_version, resample_to_16k, say
 from stapes.tasks.audio.speech import SENTENCES, random_voice, split_index
@@ -28,6 +29,26 @@ SYNTHETIC_TYPES = ("white", "pink", "brown", "hum", "babble")
 def opensfx_path() -> str | None:
     path = os.environ.get("STAPES_OPENSFX", OPENSFX_CATALOGUE)
     return path if os.path.isfile(path) else None
+
+
+def check_noise_types(kinds) -> tuple[str, ...]:
+    """`kinds` as a tuple of known noise types that can be generated here; a UserError names the
+    first that cannot (the real recordings need openttd-opensfx), so a task's recorded data is
+    rebuilt exactly or not at all."""
+    if isinstance(kinds, str) or not isinstance(kinds, (list, tuple)) or not kinds:
+        raise UserError(f"task parameter noise_types must be a non-empty list of noise types, got {kinds!r}")
+    known = (*SYNTHETIC_TYPES, "sfx")
+    for kind in kinds:
+        if kind not in known:
+            raise UserError(f"unknown noise type {kind!r} in noise_types: expected some of {', '.join(known)}")
+    if len(set(kinds)) != len(kinds):
+        raise UserError(f"noise_types lists a type twice: {list(kinds)}")
+    if "sfx" in kinds and opensfx_path() is None:
+        raise UserError(
+            "this task's data uses the real noise recordings (noise type 'sfx'), which are not installed "
+            "here: install them (apt-get install openttd-opensfx) or point STAPES_OPENSFX at opensfx.cat"
+        )
+    return tuple(kinds)
 
 
 def noise_types() -> tuple[str, ...]:
@@ -107,12 +128,13 @@ def _recordings(rng: np.random.Generator, n: int, split: str) -> np.ndarray:
     return stream[start : start + n]
 
 
-def make_noise_bank(seed: int, split: str, seconds: float) -> dict[str, np.ndarray]:
-    """`seconds` of every available noise type for (seed, split), unit variance, float32, read-only.
+def make_noise_bank(seed: int, split: str, seconds: float, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """`seconds` of each noise type in `kinds` for (seed, split), unit variance, float32, read-only,
+    in the order of `kinds` (a clip's noise type is its index there).
 
     Kept in memory (the last few banks, per engine and noise types): VAD, denoise and KWS sets
     of one seed share them."""
-    return _noise_bank(seed, split, seconds, engine_version(), noise_types())
+    return _noise_bank(seed, split, seconds, engine_version(), tuple(kinds))
 
 
 @functools.lru_cache(maxsize=4)
@@ -137,8 +159,8 @@ def _noise_bank(seed: int, split: str, seconds: float, engine: str, kinds: tuple
 
 
 def cut(rng: np.random.Generator, bank: dict[str, np.ndarray], n: int) -> tuple[int, np.ndarray]:
-    """A random noise type (its index in noise_types()) and a random n-sample window of it."""
-    kinds = noise_types()
+    """A random noise type (its index in the bank) and a random n-sample window of it."""
+    kinds = tuple(bank)
     k = int(rng.integers(len(kinds)))
     source = bank[kinds[k]]
     start = int(rng.integers(0, len(source) - n + 1))

@@ -25,7 +25,8 @@ from stapes.tasks import Batch, Task, lag1_autocorrelation
 from stapes.tasks.audio import features
 from stapes.tasks.audio.engine import require_engine
 from stapes.tasks.audio.generate import KeywordSpec, StreamSpec, load_keywords, load_streams, noisy_int16, vad_labels
-from stapes.tasks.audio.noise import noise_types
+from stapes.tasks.audio.noise import check_noise_types
+from stapes.tasks.audio.noise import noise_types as available_noise_types
 from stapes.tasks.audio.speech import KEYWORDS, SPLITS
 
 # Sizes used by the tests (seconds to generate) and by benchmarks/bench_audio.py (minutes).
@@ -113,6 +114,7 @@ class AudioTask(Task):
         feature_std,
         workers: int,
         progress: bool,
+        noise_types=None,
     ):
         require_engine()
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -127,6 +129,9 @@ class AudioTask(Task):
         self.snr_high = _number("snr_high", snr_high, self.snr_low, 60.0)
         self.p_reverb = _number("p_reverb", p_reverb, 0.0, 1.0)
         self.bank_seconds = _number("bank_seconds", bank_seconds, 2.0, 3600.0)
+        # Recorded in the config, so the same data is rebuilt (or refused) wherever the model goes;
+        # a new task takes every type available here (the real recordings need openttd-opensfx).
+        self.noise_types = check_noise_types(available_noise_types() if noise_types is None else noise_types)
         # progress None: a generation progress bar only when stderr is a terminal
         self.workers = _count("workers", workers)
         self.progress = sys.stderr.isatty() if progress is None else bool(progress)
@@ -162,6 +167,7 @@ class AudioTask(Task):
             "snr_high": self.snr_high,
             "p_reverb": self.p_reverb,
             "bank_seconds": self.bank_seconds,
+            "noise_types": list(self.noise_types),
         }
 
     def config(self) -> dict:
@@ -212,11 +218,10 @@ class AudioTask(Task):
     def coherence(self) -> float:
         return lag1_autocorrelation(self.sample("test", self.sizes["test"], seed=0).x)
 
-    @staticmethod
-    def _groups(batch: Batch) -> dict[str, np.ndarray]:
+    def _groups(self, batch: Batch) -> dict[str, np.ndarray]:
         """Boolean clip masks by noise type and by SNR band (< 5 dB, >= 5 dB) for per-group metrics."""
         kinds, snr = batch.extra["noise_type"], batch.extra["snr"]
-        groups = {name: kinds == k for k, name in enumerate(noise_types())}
+        groups = {name: kinds == k for k, name in enumerate(self.noise_types)}
         if np.any(kinds < 0):
             groups["clean"] = kinds < 0
         groups["snr_lt5"] = (kinds >= 0) & (snr < 5.0)
@@ -259,6 +264,7 @@ class _StreamTask(AudioTask):
             snr_high=self.snr_high,
             p_reverb=self.p_reverb,
             bank_seconds=self.bank_seconds,
+            noise_types=self.noise_types,
         )
 
     def _streams(self, split: str) -> dict[str, np.ndarray]:
@@ -402,6 +408,7 @@ class KwsTask(AudioTask):
             p_noise=self.p_noise,
             p_reverb=self.p_reverb,
             bank_seconds=self.bank_seconds,
+            noise_types=self.noise_types,
         )
         k = load_keywords(spec, split, self.sizes[split], workers=self.workers, progress=self.progress)
         return {
