@@ -45,6 +45,7 @@ def compress_report(
     balanced: bool = True,
     finetune_steps: int = 0,
     seed: int = 0,
+    progress: bool = False,
 ) -> tuple[FloatGraph, dict]:
     """Compress (and optionally fine-tune) `graph`; return the result and a JSON-able report:
     policy, ranks and truncation errors, cost dense vs low rank, and the task metric of the
@@ -62,7 +63,7 @@ def compress_report(
         report["metric_name"], report["metric_dense"] = base
         report["metric_compressed"] = evaluate_metric(compressed)[1]
     if finetune_steps:
-        compressed = finetune_graph(compressed, finetune_steps, seed=seed)
+        compressed = finetune_graph(compressed, finetune_steps, seed=seed, progress=progress)
         report["metric_finetuned"] = evaluate_metric(compressed)[1]
         report["finetune_steps"] = finetune_steps
     report["cost"] = recurrent_cost(compressed)

@@ -154,7 +154,11 @@ def stage_compress(ctx: DemoContext) -> None:
     rank = max(1, graph.hidden_size // 4)
     ctx.log(f"compressing to rank {rank} of {graph.hidden_size}, fine-tuning {DEMO_FINETUNE_STEPS} steps")
     compressed, report = compress_report(
-        graph, RankPolicy("rank", rank), finetune_steps=DEMO_FINETUNE_STEPS, seed=ctx.args.seed
+        graph,
+        RankPolicy("rank", rank),
+        finetune_steps=DEMO_FINETUNE_STEPS,
+        seed=ctx.args.seed,
+        progress=not ctx.args.quiet,
     )
     folder = ctx.stage_dir("compress") / "model"
     folder.mkdir()

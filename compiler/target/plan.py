@@ -10,6 +10,7 @@ is the most accurate; within `tie` of it, the cheapest in cycles.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -163,6 +164,7 @@ def make_plan(
     n_eval: int = 256,
     seed: int = 4321,
     clock_hz: int | None = None,
+    progress: bool = False,
 ) -> Plan:
     if any(isinstance(m, LowRank) for m in graph.cell.recurrent().values()):
         graph = realize(graph, {})  # plan from the full matrices
@@ -178,7 +180,9 @@ def make_plan(
         data = (task, calib, batch)
         metric_name = f"{task.primary_metric} (validation split, {n_eval} sequences, integer reference)"
         baseline = measure_metric(graph, {k: None for k in graph.cell.recurrent()}, 16, data)
-        for c in fitting:
+        from tqdm import tqdm
+
+        for c in tqdm(fitting, desc="plan", unit="config", disable=not progress, file=sys.stderr, leave=False):
             c.metric = measure_metric(graph, c.ranks, c.weight_bits, data)
     else:
         metric_name, baseline = "energy_kept (no task: singular-value energy, weight bits ignored)", None
