@@ -57,7 +57,7 @@ int main(int argc, char **argv)
 def callgrind_per_frame(q) -> float:
     """x86 instructions per frame of the generated C + runtime (callgrind, 1000 - 200 frames)."""
     from stapes.emit.model_c import emit
-    from stapes.host.harness import OPT_FLAGS, WARNING_FLAGS, compiler, runtime_include_dir, runtime_sources
+    from stapes.host.cbuild import OPT_FLAGS, WARNING_FLAGS, compiler, runtime_cflags, runtime_sources
 
     if shutil.which("valgrind") is None:
         raise SystemExit("--callgrind needs valgrind (apt-get install valgrind)")
@@ -70,7 +70,7 @@ def callgrind_per_frame(q) -> float:
                 compiler(),
                 *WARNING_FLAGS,
                 *OPT_FLAGS,
-                f"-I{runtime_include_dir()}",
+                *runtime_cflags(),
                 f"-I{tmp}",
                 *map(str, runtime_sources()),
                 str(tmp / "bench.c"),

@@ -220,7 +220,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.frames < 1 or args.repeats < 1 or min(args.sizes) < 8:
         ap.error("--frames and --repeats must be >= 1 and --sizes >= 8")
-    from stapes.host import harness
+    from stapes.host import cbuild as harness
 
     if args.cflags is not None:
         harness.OPT_FLAGS = args.cflags.split()  # part of the build cache key

@@ -1,8 +1,8 @@
 """Seeded random models and inputs for the equivalence tests, the soak and the benchmarks.
 
-`random_graph` draws a FloatGraph (either cell, dense or low-rank with balanced SVD factors,
-normal or extreme weight scales); `random_qgraph` quantizes it; `random_inputs` draws int16
-input sequences, optionally at the int16 limits.
+`random_graph` draws a FloatGraph (either cell, dense or low-rank with the balanced SVD factors
+of stapes.ir.lowrank.svd_factors, normal or extreme weight scales); `random_qgraph` quantizes it;
+`random_inputs` draws int16 input sequences, optionally at the int16 limits.
 """
 
 from __future__ import annotations
@@ -10,17 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from stapes.fixed.quantize import quantize_graph
-from stapes.ir.float_graph import FloatGraph, LowRank, MGUCell, Readout, RNNCell
+from stapes.ir.float_graph import FloatGraph, MGUCell, Readout, RNNCell
+from stapes.ir.lowrank import svd_factors
 from stapes.ir.qgraph import QGraph
 
 
 def _matrix(rng: np.random.Generator, n: int, rank: int | None, scale: float):
     u = rng.normal(size=(n, n)) * scale / np.sqrt(n)
-    if rank is None:
-        return u
-    p, s, qt = np.linalg.svd(u)
-    root = np.sqrt(s[:rank])
-    return LowRank(p[:, :rank] * root, root[:, None] * qt[:rank], s[:rank])
+    return u if rank is None else svd_factors(u, rank)
 
 
 def random_graph(

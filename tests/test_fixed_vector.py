@@ -2,7 +2,7 @@
 
 The vector helpers (stp_sat16_s64x4, stp_shift_round_s64x4, stp_shift_round_s32x8, stp_mul_q15_x8,
 stp_blend_q15_x8, stp_lut_q15_x8, with the load/store helpers) run through the test-only array
-entry points of python/stp_test_vector.c, compiled only into stapes.host.Helpers. Every check
+entry points of python/c/stp_test_vector.c, compiled only into stapes.host.Helpers. Every check
 compares with stapes.fixed.fixedpoint and with the scalar C helper. Without AVX2 the tests skip.
 """
 
@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from stapes.fixed import fixedpoint as fx
 from stapes.host import Helpers
-from stapes.host.harness import ARCH_FLAGS, NO_AVX2_REASON
+from stapes.host.cbuild import ARCH_FLAGS
+from stapes.host.helpers import NO_AVX2_REASON
 
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int64)
 INT16 = st.integers(-32768, 32767)

@@ -10,7 +10,9 @@ from string import Template
 
 import numpy as np
 
+from stapes.emit import model_desc as desc
 from stapes.emit.cwriter import c_array
+from stapes.emit.model_c import c_definition
 from stapes.errors import CheckFailed
 from stapes.ir.contract import LUT_SIZE
 from stapes.target.profile import common_dir
@@ -70,60 +72,58 @@ def parse_driver_output(text: bytes, output_size: int, hidden_size: int) -> tupl
 def synthetic_model_c(shape, seed: int = 0, name: str = "stp_synth_model") -> str:
     """A random model of `shape` (a budget ModelShape) as C: const arrays + one `const stp_model_t`,
     for calibrating the instruction and size models without the quantizer. Weights respect the
-    runtime's proof obligation (sum_j |w_ij| * 32768 < 2^31 per row), so every run is well defined."""
+    runtime's proof obligation (sum_j |w_ij| * 32768 < 2^31 per row), so every run is well defined.
+    The struct is built with the stapes.emit.model_desc builders and printed by the emitter."""
     rng = np.random.default_rng(seed)
-    wt = "int8_t" if shape.weight_bits == 8 else "int16_t"
-    out: list[str] = ['#include "stp_model.h"']
     n, i_size, o = shape.hidden_size, shape.input_size, shape.output_size
+    arrays: list[desc.CArray] = []
 
-    def weights(tag: str, rows: int, cols: int) -> str:
+    def add(tag: str, values, dtype) -> desc.CArray:
+        arrays.append(desc.CArray(tag, np.asarray(values).astype(dtype)))
+        return arrays[-1]
+
+    def weights(tag: str, rows: int, cols: int) -> desc.CArray:
         top = 127 if shape.weight_bits == 8 else max(1, min(32767, 65535 // max(cols, 1) - 1))
-        out.append(c_array(wt, tag, rng.integers(-top, top + 1, rows * cols)))
-        field_ = "w8" if shape.weight_bits == 8 else "w16"
-        return f"{{.{field_} = {tag}, .rows = {rows}, .cols = {cols}}}"
+        values = rng.integers(-top, top + 1, rows * cols).reshape(rows, cols)
+        return add(tag, values, np.int8 if shape.weight_bits == 8 else np.int16)
 
-    def shifts(tag: str, count: int, lo: int, hi: int) -> str:
-        out.append(c_array("int8_t", tag, rng.integers(lo, hi, count)))
-        return tag
+    def shifts(tag: str, count: int, lo: int, hi: int) -> desc.CArray:
+        return add(tag, rng.integers(lo, hi, count), np.int8)
 
-    out.append(c_array("int16_t", "lut_a", np.sort(rng.integers(-32768, 32768, LUT_SIZE))))
-    if shape.cell == "mgu" or shape.readout_activation == "sigmoid":
-        out.append(c_array("int16_t", "lut_b", np.sort(rng.integers(-32768, 32768, LUT_SIZE))))
+    def table(tag: str) -> desc.CArray:
+        return add(tag, np.sort(rng.integers(-32768, 32768, LUT_SIZE)), np.int16)
 
-    def gate(tag: str, mat: str, lut: str) -> str:
+    lut_a = table("lut_a")
+    lut_b = table("lut_b") if shape.cell == "mgu" or shape.readout_activation == "sigmoid" else None
+
+    def gate(tag: str, mat: str, lut: desc.CArray) -> desc.Struct:
         r = shape.rank(mat)
-        fields = [f".w = {weights(tag + '_w', n, i_size)}"]
+        w = weights(tag + "_w", n, i_size)
         if r is None:
-            fields.append(f".u = {weights(tag + '_u', n, n)}")
+            rec = {"u": weights(tag + "_u", n, n)}
         else:
-            fields.append(f".b = {weights(tag + '_b', r, n)}")
-            fields.append(f".a = {weights(tag + '_a', n, r)}")
-            fields.append(f".z_shift = {shifts(tag + '_zs', r, 2, 12)}")
-        fields.append(f".x_shift = {shifts(tag + '_xs', n, 4, 14)}")
-        fields.append(f".h_shift = {shifts(tag + '_hs', n, 4, 14)}")
-        out.append(c_array("int32_t", tag + "_bias", rng.integers(-4096, 4096, n)))
-        fields += [f".bias = {tag}_bias", f".table = {lut}"]
-        return "{" + ", ".join(fields) + "}"
+            rec = {
+                "b": weights(tag + "_b", r, n),
+                "a": weights(tag + "_a", n, r),
+                "z_shift": shifts(tag + "_zs", r, 2, 12),
+            }
+        x_shift, h_shift = shifts(tag + "_xs", n, 4, 14), shifts(tag + "_hs", n, 4, 14)
+        bias = add(tag + "_bias", rng.integers(-4096, 4096, n), np.int32)
+        return desc.gate(w, x_shift, h_shift, bias, lut, **rec)
 
     if shape.cell == "mgu":
-        gf, gh = gate("gf", "u_f", "lut_b"), gate("gh", "u_h", "lut_a")
+        gates = {"f": gate("gf", "u_f", lut_b), "h": gate("gh", "u_h", lut_a)}
     else:
-        gf, gh = None, gate("gh", "u", "lut_a")
-    ro_w = weights("ro_w", o, n)
-    ro_s = shifts("ro_s", o, 4, 14)
-    out.append(c_array("int32_t", "ro_bias", rng.integers(-4096, 4096, o)))
-    ro_table = "lut_b" if shape.readout_activation == "sigmoid" else "0"
-    mode = "STP_READOUT_FINAL" if shape.readout_mode == "final" else "STP_READOUT_PER_STEP"
-    cell = "STP_CELL_MGU" if shape.cell == "mgu" else "STP_CELL_RNN"
-    out.append(
-        f"const stp_model_t {name} = {{\n    .cell = {cell}, .input_size = {i_size}, "
-        f".hidden_size = {n}, .output_size = {o}, .rank_max = {shape.rank_max},\n"
-        + (f"    .gate_f = {gf},\n" if gf else "")
-        + f"    .gate_h = {gh},\n"
-        f"    .readout = {{.w = {ro_w}, .shift = {ro_s}, .bias = ro_bias, .table = {ro_table}, "
-        f".mode = {mode}}}\n}};\n"
+        gates = {"h": gate("gh", "u", lut_a)}
+    ro_w, ro_s = weights("ro_w", o, n), shifts("ro_s", o, 4, 14)
+    ro_bias = add("ro_bias", rng.integers(-4096, 4096, o), np.int32)
+    ro = desc.readout(ro_w, ro_s, ro_bias, shape.readout_mode, lut_b if shape.readout_activation == "sigmoid" else None)
+    m = desc.model(shape.cell, i_size, n, o, shape.rank_max, gates, ro)
+    return (
+        '#include "stp_model.h"\n\n'
+        + c_definition(desc.ModelDesc(tuple(arrays), m), name, f"const stp_model_t {name}")
+        + "\n"
     )
-    return "\n\n".join(out)
 
 
 def synthetic_model_h(name: str = "stp_synth_model") -> str:

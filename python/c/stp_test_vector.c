@@ -1,8 +1,7 @@
 /* stp_test_vector.c -- TEST ONLY: array entry points for the AVX2 helpers of stp_fixed.h.
  *
- * Compiled only into the stapes.host.Helpers cffi module (harness.py appends this text to the
- * module's source, so every function is static, as the scalar entry points there are). It is
- * never part of the runtime library (runtime_c/) nor of a generated model.
+ * Compiled only into the stapes.host.Helpers cffi module (stapes.host.helpers), declared in
+ * stp_test_vector.h. It is never part of the runtime library (runtime_c/) nor of a generated model.
  *
  * Each stp_test_<helper>(inputs..., out, n) runs the vector helper over n elements in blocks of
  * its lane count (8 int16 / int32 lanes, 4 int64 lanes); the last partial block is copied into a
@@ -12,11 +11,14 @@
  * Returns 0, or -1 when the build has no AVX2 (the vector helpers are then not compiled:
  * stp_test_vector_compiled() returns 0 and the tests skip).
  */
+#include "stp_test_vector.h"
+
 #include <string.h>
+
 #include "stp_fixed.h"
 
 #if defined(__AVX2__)
-static int stp_test_vector_compiled(void) { return 1; }
+int stp_test_vector_compiled(void) { return 1; }
 
 /* stp_sat16_s64x4 over int64 v -> int16 out (through stp_store_s16x4). */
 static void stp_test_sat16_block(const int64_t *v, int16_t *out)
@@ -24,7 +26,7 @@ static void stp_test_sat16_block(const int64_t *v, int16_t *out)
     stp_store_s16x4(out, stp_sat16_s64x4(_mm256_loadu_si256((const __m256i *)(const void *)v)));
 }
 
-static int stp_test_sat16_s64x4(const int64_t *v, int16_t *out, long n)
+int stp_test_sat16_s64x4(const int64_t *v, int16_t *out, long n)
 {
     long k = 0;
     for (; k + 4 <= n; k += 4) stp_test_sat16_block(v + k, out + k);
@@ -45,7 +47,7 @@ static void stp_test_shift_s64_block(const int64_t *v, const int8_t *s, int64_t 
                         stp_shift_round_s64x4(_mm256_loadu_si256((const __m256i *)(const void *)v), stp_load_s8x4(s)));
 }
 
-static int stp_test_shift_round_s64x4(const int64_t *v, const int8_t *s, int64_t *out, long n)
+int stp_test_shift_round_s64x4(const int64_t *v, const int8_t *s, int64_t *out, long n)
 {
     long k = 0;
     for (; k + 4 <= n; k += 4) stp_test_shift_s64_block(v + k, s + k, out + k);
@@ -68,7 +70,7 @@ static void stp_test_shift_s32_block(const int32_t *v, const int8_t *s, int32_t 
                         stp_shift_round_s32x8(_mm256_loadu_si256((const __m256i *)(const void *)v), sv));
 }
 
-static int stp_test_shift_round_s32x8(const int32_t *v, const int8_t *s, int32_t *out, long n)
+int stp_test_shift_round_s32x8(const int32_t *v, const int8_t *s, int32_t *out, long n)
 {
     long k = 0;
     for (; k + 8 <= n; k += 8) stp_test_shift_s32_block(v + k, s + k, out + k);
@@ -84,7 +86,7 @@ static int stp_test_shift_round_s32x8(const int32_t *v, const int8_t *s, int32_t
 }
 
 /* stp_mul_q15_x8 over int16 pairs. */
-static int stp_test_mul_q15_x8(const int16_t *a, const int16_t *b, int16_t *out, long n)
+int stp_test_mul_q15_x8(const int16_t *a, const int16_t *b, int16_t *out, long n)
 {
     long k = 0;
     for (; k + 8 <= n; k += 8)
@@ -100,7 +102,7 @@ static int stp_test_mul_q15_x8(const int16_t *a, const int16_t *b, int16_t *out,
 }
 
 /* stp_blend_q15_x8 over int16 triples (h, c, f). */
-static int stp_test_blend_q15_x8(const int16_t *h, const int16_t *c, const int16_t *f, int16_t *out, long n)
+int stp_test_blend_q15_x8(const int16_t *h, const int16_t *c, const int16_t *f, int16_t *out, long n)
 {
     long k = 0;
     for (; k + 8 <= n; k += 8)
@@ -118,7 +120,7 @@ static int stp_test_blend_q15_x8(const int16_t *h, const int16_t *c, const int16
 }
 
 /* stp_lut_q15_x8 over int16 v with one STP_LUT_SIZE-entry table. */
-static int stp_test_lut_q15_x8(const int16_t *v, const int16_t *table, int16_t *out, long n)
+int stp_test_lut_q15_x8(const int16_t *v, const int16_t *table, int16_t *out, long n)
 {
     long k = 0;
     for (; k + 8 <= n; k += 8) stp_store_s16x8(out + k, stp_lut_q15_x8(stp_load_s16x8(v + k), table));
@@ -134,7 +136,7 @@ static int stp_test_lut_q15_x8(const int16_t *v, const int16_t *table, int16_t *
 /* Each a of as[0..na-1] against every int16 b: stp_mul_q15_x8 against the scalar stp_mul_q15,
  * one row of 65,536 b per a (all 2^32 pairs when as holds every int16). Returns the number of
  * mismatching pairs and writes the first one (a, b, vector, scalar) to first[0..3]. */
-static long stp_test_mul_q15_x8_rows(const int16_t *as, long na, int16_t *first)
+long stp_test_mul_q15_x8_rows(const int16_t *as, long na, int16_t *first)
 {
     static int16_t bs[65536], vec[65536], ref[65536];
     long bad = 0, k;
@@ -155,19 +157,19 @@ static long stp_test_mul_q15_x8_rows(const int16_t *as, long na, int16_t *first)
 }
 #else
 /* No AVX2 in this build: the vector helpers do not exist; the entry points only report it. */
-static int stp_test_vector_compiled(void) { return 0; }
-static int stp_test_sat16_s64x4(const int64_t *v, int16_t *out, long n)
+int stp_test_vector_compiled(void) { return 0; }
+int stp_test_sat16_s64x4(const int64_t *v, int16_t *out, long n)
 { (void)v; (void)out; (void)n; return -1; }
-static int stp_test_shift_round_s64x4(const int64_t *v, const int8_t *s, int64_t *out, long n)
+int stp_test_shift_round_s64x4(const int64_t *v, const int8_t *s, int64_t *out, long n)
 { (void)v; (void)s; (void)out; (void)n; return -1; }
-static int stp_test_shift_round_s32x8(const int32_t *v, const int8_t *s, int32_t *out, long n)
+int stp_test_shift_round_s32x8(const int32_t *v, const int8_t *s, int32_t *out, long n)
 { (void)v; (void)s; (void)out; (void)n; return -1; }
-static int stp_test_mul_q15_x8(const int16_t *a, const int16_t *b, int16_t *out, long n)
+int stp_test_mul_q15_x8(const int16_t *a, const int16_t *b, int16_t *out, long n)
 { (void)a; (void)b; (void)out; (void)n; return -1; }
-static int stp_test_blend_q15_x8(const int16_t *h, const int16_t *c, const int16_t *f, int16_t *out, long n)
+int stp_test_blend_q15_x8(const int16_t *h, const int16_t *c, const int16_t *f, int16_t *out, long n)
 { (void)h; (void)c; (void)f; (void)out; (void)n; return -1; }
-static int stp_test_lut_q15_x8(const int16_t *v, const int16_t *table, int16_t *out, long n)
+int stp_test_lut_q15_x8(const int16_t *v, const int16_t *table, int16_t *out, long n)
 { (void)v; (void)table; (void)out; (void)n; return -1; }
-static long stp_test_mul_q15_x8_rows(const int16_t *as, long na, int16_t *first)
+long stp_test_mul_q15_x8_rows(const int16_t *as, long na, int16_t *first)
 { (void)as; (void)na; (void)first; return -1; }
 #endif
