@@ -96,13 +96,13 @@ def r7_summarize(ctx, done) -> Section:
     groups = defaultdict(list)
     for unit, result in done:
         groups[(unit["model"]["cell"], result["hidden_size"])].append(result)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.2), layout="constrained")
     numbers, violations, table = {}, [], []
     for i, ((cell, n), (res, *_)) in enumerate(sorted(groups.items())):
         r = [row["rank"] for row in res["rows"]]
         axes[0].plot(r, [row["runtime_macs"] for row in res["rows"]], "-", color=f"C{i}", label=f"{cell} N={n}")
         axes[0].axhline(res["dense"]["runtime_macs"], color=f"C{i}", ls=":", lw=0.8)
-        axes[0].axvline(n / 2, color=f"C{i}", ls="--", lw=0.5)
+        axes[0].axvline(n / 2, color=f"C{i}", ls="-.", lw=0.6)
         for bits, style in ((8, "-"), (16, "--")):
             axes[1].plot(
                 r,
@@ -136,8 +136,12 @@ def r7_summarize(ctx, done) -> Section:
                     c["int16"],
                 ]
             )
-    for ax, label in zip(axes, ("MACs per step (C runtime count)", "flash bytes of the model's const data")):
-        ax.set(xlabel="rank r (dashed: N/2; dotted: dense)", ylabel=label)
+    for ax, label, xlabel in zip(
+        axes,
+        ("MACs per step (C runtime count)", "flash bytes of the model's const data"),
+        ("rank r (dash-dot: r = N/2; dotted: dense)", "rank r (solid: int8, dashed: int16; dotted: dense)"),
+    ):
+        ax.set(xlabel=xlabel, ylabel=label)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     axes[0].set_title("R7: MACs against rank")

@@ -278,20 +278,28 @@ def r2_summarize(ctx, done) -> Section:
         f"hold={k}/{c}": {**_tolerance(summarize_sweeps(rs, threshold), n, rs[0]["task"]), "hold": k, "cell": c}
         for (k, c, n), rs in sorted(knob.items())
     }
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
     not_learned = " (not learned)"  # drawn hollow: shown, but without a say in the verdict
+    # Tasks cluster at similar coherence, so they are told apart by colour (task) and marker
+    # (cell) in a legend rather than by text labels that would overlap.
+    task_names = sorted({label.split("/")[0] for label in per_task})
+    markers = {"mgu": "o", "rnn": "s"}
     for label, v in per_task.items():
+        task_name, cell = label.split("/")
+        color = f"C{task_names.index(task_name)}"
         axes[0].scatter(
             v["coherence"],
             v["kept"],
-            facecolors=None if v["learned"] else "none",
-            edgecolors="C0" if not v["learned"] else None,
+            marker=markers.get(cell, "^"),
+            facecolors=color if v["learned"] else "none",
+            edgecolors=color,
+            label=label + ("" if v["learned"] else not_learned),
         )
-        axes[0].annotate(label + ("" if v["learned"] else not_learned), (v["coherence"], v["kept"]), fontsize=7)
+    axes[0].legend(fontsize=7, loc="best")
     axes[0].set(
         xlabel="input coherence (lag-1 autocorrelation)",
         ylabel="kept share of above-chance metric, r < N",
-        title="R2: across tasks",
+        title="R2: across tasks (hollow: not learned)",
     )
     cells = sorted({v["cell"] for v in per_hold.values()})
     for c in cells:
@@ -299,7 +307,13 @@ def r2_summarize(ctx, done) -> Section:
         (line,) = axes[1].plot([p[0] for p in pts], [p[1] for p in pts], "-", label=c)
         for x, y, hold, ok in pts:
             axes[1].plot([x], [y], "o", color=line.get_color(), markerfacecolor=None if ok else "none")
-            axes[1].annotate(f"hold {hold}" + ("" if ok else not_learned), (x, y), fontsize=7)
+            axes[1].annotate(
+                f"hold {hold}" + ("" if ok else not_learned),
+                (x, y),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=7,
+            )
     axes[1].set(
         xlabel="input coherence (lag-1 autocorrelation)",
         ylabel="kept share of above-chance metric, r < N",

@@ -60,28 +60,37 @@ def fmt(v) -> str:
 
 
 def _plot_drift(result: dict, path) -> None:
-    rows = [r for r in result["rows"] if r["kind"] != "gaussian"]
+    """Measured and predicted drift per step: SVD truncations and quantization on the left, the
+    Gaussian perturbations of the same sizes on the right (one panel would bury either)."""
+    panels = [
+        ("SVD truncation and quantization", [r for r in result["rows"] if r["kind"] != "gaussian"]),
+        ("Gaussian perturbations of the same size", [r for r in result["rows"] if r["kind"] == "gaussian"]),
+    ]
+    panels = [(title, rows) for title, rows in panels if rows]
     start = result["memory_start"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for i, r in enumerate(rows):
-        color = plt.cm.tab20(i % 20)
-        steps = range(len(r["drift_measured"]))
-        ax.semilogy(steps, r["drift_measured"], color=color, lw=1.4, label=r["label"])
-        ax.semilogy(steps, r["drift_saturated"], color=color, lw=1.0, ls="--")
-        ax.semilogy(steps, r["drift_linear"], color=color, lw=0.6, ls=":")
-    if start:
-        ax.axvline(start - 0.5, color="gray", lw=0.8)
-    _finish(
-        fig,
-        ax,
-        path,
-        "step t",
-        "RMS ||h'_t - h_t||",
-        "drift: measured (solid), first order saturated (dashed) / linear (dotted)\n"
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(6.4 * len(panels), 4.2), dpi=110, sharey=True, squeeze=False, layout="constrained"
+    )
+    for ax, (title, rows) in zip(axes[0], panels):
+        for i, r in enumerate(rows):
+            color = plt.cm.tab20(i % 20)
+            steps = range(len(r["drift_measured"]))
+            ax.semilogy(steps, r["drift_measured"], color=color, lw=1.4, label=r["label"])
+            ax.semilogy(steps, r["drift_saturated"], color=color, lw=1.0, ls="--")
+            ax.semilogy(steps, r["drift_linear"], color=color, lw=0.6, ls=":")
+        if start:
+            ax.axvline(start - 0.5, color="gray", lw=0.8)
+        ax.set_xlabel("step t")
+        ax.set_title(title, fontsize=8)
+        ax.legend(fontsize=6, ncol=2)
+    axes[0][0].set_ylabel("RMS ||h'_t - h_t||")
+    fig.suptitle(
+        "drift: measured (solid), first order saturated (dashed) / linear (dotted); "
         f"Pearson over perturbations x steps: saturated {fmt(result['pearson_drift_saturated_all'])}, "
         f"linear {fmt(result['pearson_drift_linear_all'])}",
-        legend_size=6,
+        fontsize=8,
     )
+    write_png(fig, path, bbox_inches="tight")
 
 
 def _plot_scatter(result: dict, path) -> None:

@@ -145,6 +145,12 @@ def plot_sweep(result: dict, path: str | Path, title: str | None = None) -> None
         ax.plot(*zip(*tuned), "s-", ms=3, label=f"fine-tuned ({result['finetune_steps']} steps)")
     ax.axhline(result["metric_dense"], color="gray", ls="--", lw=1, label="dense")
     ax.axhline(result["metric_dense"] - 0.01, color="gray", ls=":", lw=1, label="dense − 1 point")
+    for key, style, what in (
+        ("smallest_rank_within_1_point", "-.", "r*"),
+        ("smallest_rank_within_1_point_finetuned", (0, (1, 3)), "r* fine-tuned"),
+    ):
+        if result.get(key) is not None:
+            ax.axvline(result[key], color="black", ls=style, lw=0.9, label=f"{what} = {result[key]} (within 1 point)")
     ax.set_xlabel("rank r of each recurrent matrix")
     ax.set_ylabel(result["metric_name"])
     ax2 = ax.twinx()
