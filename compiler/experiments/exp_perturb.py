@@ -12,7 +12,7 @@ from stapes.experiments.experiment import Experiment, Section
 from stapes.experiments.perturb_runs import COMPUTE_VERSION, EPS_ZERO, compute_perturbations, perturb_unit
 from stapes.experiments.report import markdown_table
 from stapes.experiments.settings import Settings
-from stapes.experiments.stats import pearson
+from stapes.experiments.stats import fmt_r, pearson
 from stapes.experiments.zoo import task_config
 
 FAMILIES = {"svd": "SVD truncation", "gaussian_equal": "Gaussian, same ‖ΔW‖_F as SVD", "quant": "uniform quantization"}
@@ -102,9 +102,13 @@ def r6_summarize(ctx, done) -> Section:
     verdict = "holds" if ok["all"] else "depends" if ok["small"] else "does not hold"
     reason = (
         "predicted vs measured metric, all ε: "
-        + ", ".join(f"{f} r={a['pearson']:.3f} |err|={a['mean_abs_error']:.3f}" for f, a in agreement["all"].items())
+        + ", ".join(
+            f"{f} r={fmt_r(a['pearson'], 3)} |err|={a['mean_abs_error']:.3f}" for f, a in agreement["all"].items()
+        )
         + f"; ε ≤ {SMALL_EPS:g}: "
-        + ", ".join(f"{f} r={a['pearson']:.3f} |err|={a['mean_abs_error']:.3f}" for f, a in agreement["small"].items())
+        + ", ".join(
+            f"{f} r={fmt_r(a['pearson'], 3)} |err|={a['mean_abs_error']:.3f}" for f, a in agreement["small"].items()
+        )
         + "; SVD minus Gaussian at equal ‖ΔW‖_F: "
         + ", ".join(f"{k} {v['svd_minus_gaussian_mean']:+.3f}" for k, v in numbers.items())
     )

@@ -13,7 +13,7 @@ import numpy as np
 from stapes.experiments.experiment import Experiment, Section
 from stapes.experiments.report import markdown_table
 from stapes.experiments.settings import Settings, rank_grid
-from stapes.experiments.stats import chance_level, fmt_ms, kept_above_chance, learned, mean_std, pearson
+from stapes.experiments.stats import chance_level, fmt_ms, fmt_r, kept_above_chance, learned, mean_std, pearson
 from stapes.experiments.zoo import model_spec, task_config, trained_graph
 
 
@@ -341,9 +341,9 @@ def r2_summarize(ctx, done) -> Section:
     else:
         verdict = "depends"
     reason = (
-        f"across tasks, Pearson r(coherence, kept) = {across:.2f} over {len(tasks_judged)} learned task "
+        f"across tasks, Pearson r(coherence, kept) = {fmt_r(across)} over {len(tasks_judged)} learned task "
         "families; coherence knob (memorization), over the learned holds: "
-        + ", ".join(f"{c} {corr[c]:.2f} ({sum(v['cell'] == c for v in judged)} holds)" for c in cells)
+        + ", ".join(f"{c} {fmt_r(corr[c])} ({sum(v['cell'] == c for v in judged)} holds)" for c in cells)
         + "; per task: "
         + ", ".join(
             f"{k} coh={v['coherence']:.2f} kept={v['kept']:.2f} "

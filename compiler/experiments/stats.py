@@ -22,6 +22,11 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def fmt_r(r: float, digits: int = 2) -> str:
+    """A correlation for a report: the number, or why there is none (NaN from :func:`pearson`)."""
+    return f"{r:.{digits}f}" if math.isfinite(r) else "n/a (< 3 points or a constant side)"
+
+
 def critical_delay(delays: Sequence[int], recall: Sequence[float], threshold: float) -> float:
     """T*: the largest delay such that recall >= threshold at it and at every shorter delay.
     0 when even the shortest delay fails; inf is never returned (capped at the largest T)."""
