@@ -145,6 +145,14 @@ def test_lag1_autocorrelation_reference_values():
         ("memorization", {"lenght": 3}),
         ("frequency", {"min_period": 10, "max_period": 5}),
         ("frequency", {"settle": 99}),
+        # sizes beyond the documented limits are refused before anything is allocated
+        ("memorization", {"delay": 10**9}),
+        ("memorization", {"length": 20_000, "hold": 10}),
+        ("memorization", {"symbols": 10**6}),
+        ("frequency", {"steps": 10**7}),
+        ("frequency", {"max_period": float("inf")}),
+        ("frequency", {"noise": float("inf")}),
+        ("frequency", {"noise": float("nan")}),
     ],
 )
 def test_bad_tasks_are_user_errors(name, params):
@@ -158,6 +166,8 @@ def test_bad_split_and_count():
         task.sample("dev", 4, 0)
     with pytest.raises(UserError):
         task.sample("train", 0, 0)
+    with pytest.raises(UserError, match="1..1000000"):
+        task.sample("train", 10**7, 0)
 
 
 def test_lazy_entry_that_cannot_load_says_why(monkeypatch):

@@ -58,8 +58,8 @@ def split_rng(split: str, seed: int) -> np.random.Generator:
 
 
 def check_count(n: int) -> int:
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise UserError(f"number of sequences must be a positive integer, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_SEQUENCES:
+        raise UserError(f"number of sequences must be an integer in 1..{MAX_SEQUENCES}, got {n!r}")
     return int(n)
 
 
@@ -85,9 +85,16 @@ def masked_accuracy(outputs: np.ndarray, batch: Batch) -> tuple[float, float]:
     return per_step, perfect
 
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserError(f"task parameter {name} must be an integer >= {minimum}, got {value!r}")
+# Upper limits of the task parameters, checked before anything is allocated: a sequence is at
+# most MAX_STEPS steps, a batch at most MAX_SEQUENCES sequences, a class count at most MAX_CLASSES.
+MAX_STEPS = 100_000
+MAX_SEQUENCES = 1_000_000
+MAX_CLASSES = 1024
+
+
+def _positive_int(name: str, value, minimum: int = 1, maximum: int = MAX_STEPS) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
+        raise UserError(f"task parameter {name} must be an integer in {minimum}..{maximum}, got {value!r}")
     return int(value)
 
 
@@ -131,9 +138,11 @@ class MemorizationTask(Task):
 
     def __init__(self, length: int = 5, symbols: int = 2, delay: int = 20, hold: int = 1):
         self.length = _positive_int("length", length)
-        self.symbols = _positive_int("symbols", symbols, minimum=2)
+        self.symbols = _positive_int("symbols", symbols, minimum=2, maximum=MAX_CLASSES)
         self.delay = _positive_int("delay", delay, minimum=0)
         self.hold = _positive_int("hold", hold)
+        if self.steps > MAX_STEPS:
+            raise UserError(f"the memorization sequence would be {self.steps} steps long; at most {MAX_STEPS}")
         self.input_size = self.symbols + 2
         self.output_size = self.symbols
         self.blank, self.trigger = self.symbols, self.symbols + 1
@@ -199,14 +208,16 @@ class FrequencyTask(Task):
         segment: int = 24,
         settle: int = 8,
     ):
-        self.classes = _positive_int("classes", classes, minimum=2)
+        self.classes = _positive_int("classes", classes, minimum=2, maximum=MAX_CLASSES)
         self.steps = _positive_int("steps", steps, minimum=2)
         self.segment = _positive_int("segment", segment)
         self.settle = _positive_int("settle", settle, minimum=0)
-        if not 2.0 <= float(min_period) < float(max_period):
-            raise UserError(f"periods must satisfy 2 <= min_period < max_period, got {min_period}, {max_period}")
-        if not float(noise) >= 0:
-            raise UserError(f"noise must be >= 0, got {noise}")
+        if not 2.0 <= float(min_period) < float(max_period) <= MAX_STEPS:
+            raise UserError(
+                f"periods must satisfy 2 <= min_period < max_period <= {MAX_STEPS}, got {min_period}, {max_period}"
+            )
+        if not 0 <= float(noise) <= 100:
+            raise UserError(f"noise must be in [0, 100], got {noise}")
         if self.settle >= self.steps:
             raise UserError(f"settle ({self.settle}) must be shorter than the sequence ({self.steps} steps)")
         self.min_period, self.max_period, self.noise = float(min_period), float(max_period), float(noise)

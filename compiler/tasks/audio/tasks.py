@@ -21,7 +21,7 @@ from collections import OrderedDict
 import numpy as np
 
 from stapes.errors import UserError
-from stapes.tasks import Batch, Task, lag1_autocorrelation
+from stapes.tasks import MAX_SEQUENCES, Batch, Task, lag1_autocorrelation
 from stapes.tasks.audio import features
 from stapes.tasks.audio.engine import require_engine
 from stapes.tasks.audio.generate import KeywordSpec, StreamSpec, load_keywords, load_streams, noisy_int16, vad_labels
@@ -67,9 +67,12 @@ class _SplitMemo:
 _GENERATED = _SplitMemo(size=9)  # three tasks' train/val/test
 
 
-def _count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise UserError(f"task parameter {name} must be a positive integer, got {value!r}")
+MAX_CLIPS = 100_000  # per split, checked before anything is generated
+
+
+def _count(name: str, value, maximum: int = MAX_CLIPS) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= maximum:
+        raise UserError(f"task parameter {name} must be an integer in 1..{maximum}, got {value!r}")
     return int(value)
 
 
@@ -133,7 +136,7 @@ class AudioTask(Task):
         # a new task takes every type available here (the real recordings need openttd-opensfx).
         self.noise_types = check_noise_types(available_noise_types() if noise_types is None else noise_types)
         # progress None: a generation progress bar only when stderr is a terminal
-        self.workers = _count("workers", workers)
+        self.workers = _count("workers", workers, maximum=256)
         self.progress = sys.stderr.isatty() if progress is None else bool(progress)
         self.input_size = self.feature_count
         self._splits: dict[str, dict[str, np.ndarray]] = {}
@@ -208,7 +211,7 @@ class AudioTask(Task):
 
     def sample(self, split: str, n: int, seed: int) -> Batch:
         data = self._raw_split(_split_name(split))
-        idx = self._indices(split, _count("n", n), seed)
+        idx = self._indices(split, _count("n", n, maximum=MAX_SEQUENCES), seed)
         x = self.standardise(data["features"][idx])
         return self._batch(x, data, idx)
 
