@@ -185,10 +185,11 @@ def c_build(
 
 
 def header_cdef(text: str) -> str:
-    """A C header's declarations as a cffi cdef: comments and preprocessor lines left out (the
-    harness's headers keep their declarations free of macros)."""
+    """A C header's declarations as a cffi cdef: comments, C++ linkage guards and preprocessor
+    lines left out (the harness's headers keep their declarations free of macros)."""
     text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
     text = re.sub(r"//[^\n]*", "", text)
+    text = re.sub(r"#ifdef __cplusplus.*?#endif", "", text, flags=re.S)
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")) + "\n"
 
 

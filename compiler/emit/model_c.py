@@ -22,6 +22,9 @@ from stapes.ir.qgraph import STATE_FRAC, QGraph
 
 _PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 INLINE_WIDTH = 100  # a struct of scalars and pointers shorter than this stays on one line
+# int16 elements the checked build (-DSTP_CHECKS) adds to a state: runtime_c's STP_STATE_TAG_SIZE
+# (the generated .c checks the two agree).
+STATE_TAG_SIZE = 2
 
 
 def check_prefix(prefix: str) -> str:
@@ -128,23 +131,40 @@ def _emit_h(q: QGraph, prefix: str) -> str:
 #define {P}_HIDDEN_SIZE {q.hidden_size}
 #define {P}_OUTPUT_SIZE {q.output_size}
 #define {P}_RANK_MAX {q.rank}          /* 0: dense recurrent matrices */
+#ifdef STP_CHECKS
+#define {P}_STATE_SIZE ({q.hidden_size} + {STATE_TAG_SIZE})   /* checked build: N + the state's tag (STP_STATE_TAG_SIZE) */
+#else
 #define {P}_STATE_SIZE {q.hidden_size}         /* int16 elements, caller-owned, persists across frames */
+#endif
 #define {P}_SCRATCH_SIZE {s["scratch_size"]}       /* int16 elements, caller-owned, free between calls */
 #define {P}_INPUT_FRAC {q.input_fmt.frac}          /* x = round(x_float * 2^frac), int16 */
 #define {P}_OUTPUT_FRAC {q.readout.out_fmt.frac}         /* y_float = y / 2^frac */
 #define {P}_FINAL_READOUT {1 if q.readout.mode == "final" else 0}
 #define {P}_MACS_PER_FRAME {s["macs_per_frame"]}
 
-/* Zero the state (start of a stream). */
+/* Status values (stp_status_t, stp_fixed.h): STP_OK 0, STP_ERR_RANK -1, STP_ERR_ARG -2; the
+ * checked build (-DSTP_CHECKS) adds STP_ERR_NULL, STP_ERR_ALIAS and STP_ERR_STATE. The calling
+ * contract (NULL, aliasing, reset, threads) is in stp_model.h. */
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+/* Zero the state (start of a stream); call it before the first step. */
 void {p}_reset(int16_t *state);
-/* One frame: x ({P}_INPUT_SIZE) -> y ({P}_OUTPUT_SIZE); state updated in place. */
+/* One frame: x ({P}_INPUT_SIZE) -> y ({P}_OUTPUT_SIZE); state updated in place (no status: use
+ * _step_rank(..., 0) to see the checked build's errors). */
 void {p}_step(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch);
-/* The same at a run-time rank 1..{P}_RANK_MAX (0: full); returns 0, or -1 for a bad rank. */
+/* The same at a run-time rank 1..{P}_RANK_MAX (0: full); returns STP_OK, or STP_ERR_RANK. */
 int {p}_step_rank(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch, int rank);
 /* A sequence x (steps, I) -> y (steps, O), or (O,) after the last step when {P}_FINAL_READOUT;
- * states (steps, N) gets every step's state unless NULL. Returns 0, -1 (rank) or -2 (steps < 1). */
+ * states (steps, {P}_HIDDEN_SIZE) gets every step's state unless NULL. Returns STP_OK,
+ * STP_ERR_RANK or STP_ERR_ARG (steps < 1). */
 int {p}_run(const int16_t *x, int steps, int16_t *state, int16_t *y, int16_t *states,
             int16_t *scratch, int rank);
+
+#ifdef __cplusplus
+}}
+#endif
 
 #endif /* {guard} */
 """
@@ -166,10 +186,13 @@ def _emit_c(q: QGraph, prefix: str) -> str:
         f"#if {P}_SCRATCH_SIZE != {summary(q)['scratch_size']}",
         f'#error "{p}: scratch size does not match the cell (stp_model_scratch_size)"',
         "#endif",
+        f"#if {P}_STATE_SIZE != {P}_HIDDEN_SIZE + STP_STATE_TAG_SIZE",
+        f'#error "{p}: state size does not match the runtime (stp_model_state_size)"',
+        "#endif",
         "",
         c_definition(describe(q), p, f"static const stp_model_t {p}_model"),
         "",
-        f"void {p}_reset(int16_t *state) {{ stp_reset_s16(state, {P}_STATE_SIZE); }}",
+        f"void {p}_reset(int16_t *state) {{ (void)stp_model_reset(&{p}_model, state); }}",
         "",
         f"void {p}_step(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch)",
         "{",

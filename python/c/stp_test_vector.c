@@ -1,4 +1,4 @@
-/* stp_test_vector.c -- TEST ONLY: array entry points for the AVX2 helpers of stp_fixed.h.
+/* stp_test_vector.c -- TEST ONLY: array entry points for the AVX2 helpers (runtime_c/host/stp_host_simd.h).
  *
  * Compiled only into the stapes.host.Helpers cffi module (stapes.host.helpers), declared in
  * stp_test_vector.h. It is never part of the runtime library (runtime_c/) nor of a generated model.
@@ -7,7 +7,7 @@
  * its lane count (8 int16 / int32 lanes, 4 int64 lanes); the last partial block is copied into a
  * zero-padded block, so every element goes through the vector helper, never the scalar one.
  * Loads and stores use the helpers the kernels use (stp_load_s8x4, stp_load_s16x8,
- * stp_store_s16x8, stp_store_s16x4) and the shift loads of stp_matvec.c, so those are tested too.
+ * stp_store_s16x8, stp_store_s16x4) and the shift loads of the host kernels, so those are tested too.
  * Returns 0, or -1 when the build has no AVX2 (the vector helpers are then not compiled:
  * stp_test_vector_compiled() returns 0 and the tests skip).
  */

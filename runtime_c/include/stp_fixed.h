@@ -4,12 +4,17 @@
  * compiler/fixedpoint.py; the two are tested equal (exhaustively over int16 where one argument).
  * One rounding mode everywhere: round half up, (v + (1 << (s - 1))) >> s, arithmetic shift.
  * Saturate after every narrowing; never wrap; no signed overflow (int64 where a rounding add
- * could overflow). No build flag changes numerics: STP_COUNT_OPS only adds counters.
+ * could overflow). No build flag changes numerics: STP_COUNT_OPS only adds counters, STP_CHECKS
+ * only adds argument checks (stp_model.h), STP_HOST_SIMD only adds x86 kernels (runtime_c/host).
  */
 #ifndef STP_FIXED_H
 #define STP_FIXED_H
 
 #include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 #define STP_RUNTIME_VERSION 1
 
@@ -17,10 +22,19 @@
 #define STP_LUT_STEP_BITS 6
 #define STP_LUT_SIZE ((1 << (16 - STP_LUT_STEP_BITS)) + 1)
 
-/* Status codes of functions whose input can be wrong. */
-#define STP_OK 0
-#define STP_ERR_RANK (-1)
-#define STP_ERR_ARG (-2)
+/* Status of the entry points whose input can be wrong (stp_model_step, stp_model_run,
+ * stp_model_reset and the generated <p>_step_rank / <p>_run). They return these values as int,
+ * so the generated wrappers and every existing caller keep their signatures: compare the result
+ * with the names. The checked build (-DSTP_CHECKS, stp_model.h) adds the last three errors;
+ * without it no call returns them. Values are stable (part of the ABI). */
+typedef enum stp_status {
+    STP_OK = 0,
+    STP_ERR_RANK = -1,  /* rank outside 0 .. rank_max (nothing touched) */
+    STP_ERR_ARG = -2,   /* steps < 1; checked build: steps so large the buffers overflow size_t */
+    STP_ERR_NULL = -3,  /* checked build: the model, x, state, y or scratch is NULL */
+    STP_ERR_ALIAS = -4, /* checked build: two buffers of the call overlap */
+    STP_ERR_STATE = -5  /* checked build: state not reset by stp_model_reset for this model */
+} stp_status_t;
 
 /* The contract needs an arithmetic right shift of negative values (implementation-defined in
  * C99; every supported compiler does it). Refuse to build where it does not hold. */
@@ -29,7 +43,9 @@
 #endif
 typedef char stp_check_arith_shift[((int32_t)-3 >> 1) == (int32_t)-2 ? 1 : -1];
 
-/* ---- optional op counters: the only mutable globals (defined in stp_ops.c) ---------------- */
+/* ---- optional op counters: the only mutable globals (defined in stp_ops.c) ----------------
+ * A counting build (-DSTP_COUNT_OPS) adds to one global struct without locks: it is not
+ * thread-safe (concurrent calls give wrong counts, never wrong outputs). Host measurements only. */
 typedef struct {
     uint64_t mac;   /* multiply-accumulate inside a mat-vec */
     uint64_t add;   /* additions and subtractions outside mat-vecs */
@@ -99,117 +115,14 @@ static inline int16_t stp_lut_q15(int16_t v, const int16_t *table)
     return (int16_t)(lo + ((d * r + (1 << (STP_LUT_STEP_BITS - 1))) >> STP_LUT_STEP_BITS));
 }
 
-#if defined(__AVX2__)
-/* ---- host x86 AVX2 forms of the helpers above (int64 x4, int32 x8, int16 x8 lanes) ----------
- * Used by the x86 kernels only (never on Cortex-M); the same numbers as the scalar helpers
- * (checked against them over every int16 input and every shift, and end to end on models). */
-#include <immintrin.h>
-
-/* stp_shift_round_s64x4: stp_shift_round_s64 per lane (v: |v| < 2^31, s: -16..31), without a
- * branch: (v * 2^17 + 2^(s + 16)) >> (s + 17) is round half up for s > 0 and exact v * 2^-s for
- * s <= 0 (v * 2^17 is divisible by 2^(s + 17) then); |v * 2^17| < 2^48, so nothing overflows.
- * AVX2 has no 64-bit arithmetic shift: ~(~u >> t) (logical) is one for negative u.
- * Twin: fixedpoint.shift_round.  Counts 4 shift. */
-static inline __m256i stp_shift_round_s64x4(__m256i v, __m256i s)
-{
-    __m256i u = _mm256_add_epi64(_mm256_slli_epi64(v, 17),
-                                 _mm256_sllv_epi64(_mm256_set1_epi64x(1), _mm256_add_epi64(s, _mm256_set1_epi64x(16))));
-    __m256i neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), u);
-    STP_COUNT(shift, 4);
-    return _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(u, neg), _mm256_add_epi64(s, _mm256_set1_epi64x(17))),
-                            neg);
+#ifdef __cplusplus
 }
+#endif
 
-/* stp_shift_round_s32x8: stp_shift_round_s64 per int32 lane for shifts s in 1..31 only (the caller
- * checks): (v >> s) + bit s - 1 of v is round half up without the add that could overflow int32;
- * the result is within +-2^(31 - s).  Twin: fixedpoint.shift_round.  Counts 8 shift. */
-static inline __m256i stp_shift_round_s32x8(__m256i v, __m256i s)
-{
-    STP_COUNT(shift, 8);
-    return _mm256_add_epi32(_mm256_srav_epi32(v, s),
-                            _mm256_and_si256(_mm256_srav_epi32(v, _mm256_sub_epi32(s, _mm256_set1_epi32(1))),
-                                             _mm256_set1_epi32(1)));
-}
-
-/* stp_sat16_s64x4: stp_sat16 per lane (int64 lanes clamped to [-32768, 32767]).
- * Twin: fixedpoint.sat16.  Counts 4 sat. */
-static inline __m256i stp_sat16_s64x4(__m256i v)
-{
-    const __m256i hi = _mm256_set1_epi64x(INT16_MAX), lo = _mm256_set1_epi64x(INT16_MIN);
-    STP_COUNT(sat, 4);
-    v = _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
-    return _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
-}
-
-/* Loads and stores: 4 int8 (shifts) -> 4 int64 lanes; 8 int16; 4 int64 lanes already in int16
- * range -> p[0..3]. */
-static inline __m256i stp_load_s8x4(const int8_t *p)
-{
-    int32_t bytes;
-    __builtin_memcpy(&bytes, p, 4);
-    return _mm256_cvtepi8_epi64(_mm_cvtsi32_si128(bytes));
-}
-
-static inline __m128i stp_load_s16x8(const int16_t *p)
-{
-    return _mm_loadu_si128((const __m128i *)(const void *)p);
-}
-
-static inline void stp_store_s16x8(int16_t *p, __m128i v)
-{
-    _mm_storeu_si128((__m128i *)(void *)p, v);
-}
-
-static inline void stp_store_s16x4(int16_t *p, __m256i v)
-{
-    __m128i d = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
-    _mm_storel_epi64((__m128i *)(void *)p, _mm_packs_epi32(d, d));
-}
-
-/* ---- eight int16 lanes (__m128i) in, eight out: the elementwise helpers ------------------- */
-/* stp_mul_q15_x8: stp_mul_q15 per lane. VPMULHRSW is ((a * b >> 14) + 1) >> 1 = (a * b + 2^14) >> 15
- * exactly; it wraps only for -32768 * -32768 (to -32768), which the xor turns into 32767.
- * Twin: fixedpoint.mul_q15.  Counts 8 mul, 8 shift, 8 sat. */
-static inline __m128i stp_mul_q15_x8(__m128i a, __m128i b)
-{
-    const __m128i min = _mm_set1_epi16(INT16_MIN);
-    STP_COUNT(mul, 8);
-    STP_COUNT(shift, 8);
-    STP_COUNT(sat, 8);
-    return _mm_xor_si128(_mm_mulhrs_epi16(a, b), _mm_and_si128(_mm_cmpeq_epi16(a, min), _mm_cmpeq_epi16(b, min)));
-}
-
-/* stp_blend_q15_x8: stp_blend_q15 per lane, in int32 lanes: |f * (c - h)| + 2^14 < 2^31, and
- * VPACKSSDW saturates to int16 as stp_sat16 does.  Twin: fixedpoint.blend_q15.
- * Counts 16 add, 8 mul, 8 shift, 8 sat. */
-static inline __m128i stp_blend_q15_x8(__m128i h, __m128i c, __m128i f)
-{
-    __m256i h32 = _mm256_cvtepi16_epi32(h);
-    __m256i p = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(f), _mm256_sub_epi32(_mm256_cvtepi16_epi32(c), h32));
-    __m256i y = _mm256_add_epi32(h32, _mm256_srai_epi32(_mm256_add_epi32(p, _mm256_set1_epi32(1 << 14)), 15));
-    STP_COUNT(add, 16);
-    STP_COUNT(mul, 8);
-    STP_COUNT(shift, 8);
-    STP_COUNT(sat, 8);
-    return _mm_packs_epi32(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
-}
-
-/* stp_lut_q15_x8: stp_lut_q15 per lane. One 32-bit gather at table + i reads T[i] (low half) and
- * T[i + 1] (high half); i <= 1023, so the read ends inside the STP_LUT_SIZE-entry table.
- * Twin: fixedpoint.lut_q15.  Counts 8 lut. */
-static inline __m128i stp_lut_q15_x8(__m128i v, const int16_t *table)
-{
-    __m256i u = _mm256_add_epi32(_mm256_cvtepi16_epi32(v), _mm256_set1_epi32(32768));
-    __m256i pair = _mm256_i32gather_epi32((const int *)(const void *)table, _mm256_srli_epi32(u, STP_LUT_STEP_BITS), 2);
-    __m256i lo = _mm256_srai_epi32(_mm256_slli_epi32(pair, 16), 16);
-    __m256i d = _mm256_sub_epi32(_mm256_srai_epi32(pair, 16), lo);
-    __m256i r = _mm256_and_si256(u, _mm256_set1_epi32((1 << STP_LUT_STEP_BITS) - 1));
-    __m256i y = _mm256_add_epi32(lo, _mm256_srai_epi32(_mm256_add_epi32(_mm256_mullo_epi32(d, r),
-                                                                        _mm256_set1_epi32(1 << (STP_LUT_STEP_BITS - 1))),
-                                                       STP_LUT_STEP_BITS));
-    STP_COUNT(lut, 8);
-    return _mm_packs_epi32(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
-}
+/* Host builds only (-DSTP_HOST_SIMD -I runtime_c/host; never on a microcontroller): the x86 AVX2
+ * lane forms of the helpers above, in runtime_c/host/stp_host_simd.h. */
+#if defined(STP_HOST_SIMD)
+#include "stp_host_simd.h"
 #endif
 
 #endif /* STP_FIXED_H */

@@ -1,11 +1,34 @@
 /* stp_model.h -- the kernels generated models call, and the const structs that describe a model.
  *
  * A model is const data (weights, shifts, biases, tables) plus these kernels; the generated
- * <model>.c only fills an stp_model_t. The caller owns the state (int16, STP hidden size) and
- * the scratch (int16, see stp_model_scratch_size); nothing here allocates or keeps state.
+ * <model>.c only fills an stp_model_t. The caller owns the state (int16, stp_model_state_size)
+ * and the scratch (int16, stp_model_scratch_size); nothing here allocates or keeps state.
  * Every shift, format and bound was derived and checked by the compiler (compiler/quantize.py):
  * in particular every int32 mat-vec accumulation is proven not to overflow for any int16 input,
  * in any summation order.
+ *
+ * ---- The calling contract (stp_model_reset / _step / _run and the generated wrappers) -----
+ * Pointers: the model, x, state, y and scratch must be valid and non-NULL; only `states` (run)
+ *   may be NULL. x holds I int16 per step, y O per step (per-step readout) or O (final readout),
+ *   states N per step, state stp_model_state_size(m), scratch stp_model_scratch_size(m).
+ * Aliasing: no two buffers of one call may overlap -- y, states and scratch must not overlap
+ *   state, x or each other, and x must not overlap the state (x is only read). The model (const)
+ *   may be shared by any number of states and calls.
+ * State: one state buffer per stream and model; reset it with stp_model_reset(m, state) (the
+ *   generated <p>_reset) before the first step; it persists across calls until the next reset.
+ *   Scratch holds nothing between calls.
+ * Threads: every call is re-entrant; calls on different state and scratch buffers may run
+ *   concurrently (the model is read only). One state or scratch must not be used by two calls at
+ *   once. The STP_COUNT_OPS counters are one global and not thread-safe (stp_fixed.h).
+ * Errors: see stp_status_t (stp_fixed.h). Without STP_CHECKS only the rank and steps are
+ *   checked and a broken contract is undefined behaviour. With -DSTP_CHECKS (for development;
+ *   the arithmetic and its bits are unchanged) the step and run entry points check in this order
+ *   and return the first failure: STP_ERR_NULL (a NULL pointer), STP_ERR_RANK / STP_ERR_ARG,
+ *   STP_ERR_ALIAS (overlapping buffers, address ranges compared as uintptr_t), STP_ERR_STATE (a
+ *   state not reset by stp_model_reset for this model object); a failing call touches nothing. The
+ *   checked state carries STP_STATE_TAG_SIZE more int16 after the N hidden values (a tag that
+ *   stp_model_reset writes from the model's address and sizes), so its buffer is larger (the
+ *   generated <P>_STATE_SIZE follows); the hidden values and every output are the same bits.
  */
 #ifndef STP_MODEL_H
 #define STP_MODEL_H
@@ -13,6 +36,17 @@
 #include <stdint.h>
 
 #include "stp_fixed.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* int16 elements the checked build adds to the state (0 without STP_CHECKS). */
+#if defined(STP_CHECKS)
+#define STP_STATE_TAG_SIZE 2
+#else
+#define STP_STATE_TAG_SIZE 0
+#endif
 
 #define STP_CELL_RNN 0
 #define STP_CELL_MGU 1
@@ -75,8 +109,15 @@ void stp_gate_lowrank_s16(const stp_gate_t *g, const int16_t *x, const int16_t *
 /* ---- cells (stp_cell.c) ------------------------------------------------------------------ */
 /* int16 scratch elements a step needs: RNN N + R, MGU 3N + R. */
 int stp_model_scratch_size(const stp_model_t *m);
+/* int16 elements of a state: N, plus STP_STATE_TAG_SIZE in the checked build. */
+int stp_model_state_size(const stp_model_t *m);
+/* Zero the state (start of a stream); the checked build also writes the state's tag. Call it
+ * before the first step. Returns STP_OK, or STP_ERR_NULL (checked build: m or state NULL). */
+int stp_model_reset(const stp_model_t *m, int16_t *state);
+/* Zero n int16 (the hidden values only: the checked entry points need stp_model_reset). */
 void stp_reset_s16(int16_t *state, int n);
-/* h <- tanh(W x + U h + b). scratch: N + R int16. */
+/* The kernels below check nothing (the entry points further down do): h <- tanh(W x + U h + b).
+ * scratch: N + R int16. */
 void stp_rnn_step_s16(const stp_gate_t *g, const int16_t *x, int16_t *h, int rank, int16_t *scratch);
 /* h <- MGU(x, h). scratch: 3N + R int16. */
 void stp_mgu_step_s16(const stp_gate_t *gf, const stp_gate_t *gh, const int16_t *x, int16_t *h,
@@ -84,12 +125,19 @@ void stp_mgu_step_s16(const stp_gate_t *gf, const stp_gate_t *gh, const int16_t 
 /* y (O,) from h (N,). */
 void stp_readout_s16(const stp_readout_t *r, const int16_t *h, int16_t *y);
 /* One frame: the cell step at `rank` (0 = full rank; ignored by dense models) then the readout.
- * Returns STP_OK or STP_ERR_RANK (rank outside 0..rank_max; nothing is touched then). */
+ * Returns STP_OK or STP_ERR_RANK (rank outside 0..rank_max; nothing is touched then); the
+ * checked build's errors first (see the contract above). */
 int stp_model_step(const stp_model_t *m, const int16_t *x, int16_t *state, int16_t *y,
                    int16_t *scratch, int rank);
 /* A sequence x (steps, I): per-step readout writes y (steps, O), a final readout writes y (O,)
- * after the last step only. states (steps, N) receives every step's state unless NULL. */
+ * after the last step only. states (steps, N) receives every step's hidden values unless NULL.
+ * Returns STP_OK, STP_ERR_RANK, or STP_ERR_ARG (steps < 1); the checked build's errors first.
+ * Any steps >= 1 an int holds is fine: the buffers are indexed in pointer steps, not int products. */
 int stp_model_run(const stp_model_t *m, const int16_t *x, int steps, int16_t *state, int16_t *y,
                   int16_t *states, int16_t *scratch, int rank);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* STP_MODEL_H */

@@ -11,31 +11,25 @@
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
 /* Two rows (p0, p1) times 8 inputs (px): 4 SMLAD per row, inputs loaded once (LDM). Shared by
- * the block loop and the pair loop below; operands a0, a1, px, p0, p1; clobbers r4-r6, r8-r10. */
+ * the block loop and the pair loop below; operands a0, a1, px, p0, p1; clobbers r8-r12 and lr.
+ * Only high registers are clobbered so the operands keep r0-r7: at -O0 with an FPU (the M4F/M7
+ * boards' flags) gcc places these asm operands in low registers only and, with r4-r6 clobbered,
+ * found "impossible constraints". LDM and SMLAD take high registers at the same length. */
 #define STP_DSP_PAIR_8MACS \
-    "ldmia %[px]!, {r4, r5, r6, r8}\n\t" \
-    "ldmia %[p0]!, {r9, r10}\n\t" \
-    "smlad %[a0], r9, r4, %[a0]\n\t" \
-    "smlad %[a0], r10, r5, %[a0]\n\t" \
-    "ldmia %[p1]!, {r9, r10}\n\t" \
-    "smlad %[a1], r9, r4, %[a1]\n\t" \
-    "smlad %[a1], r10, r5, %[a1]\n\t" \
-    "ldmia %[p0]!, {r9, r10}\n\t" \
-    "smlad %[a0], r9, r6, %[a0]\n\t" \
-    "smlad %[a0], r10, r8, %[a0]\n\t" \
-    "ldmia %[p1]!, {r9, r10}\n\t" \
-    "smlad %[a1], r9, r6, %[a1]\n\t" \
-    "smlad %[a1], r10, r8, %[a1]\n\t"
+    "ldmia %[px]!, {r8, r9, r10, r11}\n\t" \
+    "ldmia %[p0]!, {r12, lr}\n\t" \
+    "smlad %[a0], r12, r8, %[a0]\n\t" \
+    "smlad %[a0], lr, r9, %[a0]\n\t" \
+    "ldmia %[p1]!, {r12, lr}\n\t" \
+    "smlad %[a1], r12, r8, %[a1]\n\t" \
+    "smlad %[a1], lr, r9, %[a1]\n\t" \
+    "ldmia %[p0]!, {r12, lr}\n\t" \
+    "smlad %[a0], r12, r10, %[a0]\n\t" \
+    "smlad %[a0], lr, r11, %[a0]\n\t" \
+    "ldmia %[p1]!, {r12, lr}\n\t" \
+    "smlad %[a1], r12, r10, %[a1]\n\t" \
+    "smlad %[a1], lr, r11, %[a1]\n\t"
 
-#endif
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-#if defined(__SSE4_1__)
-#include <smmintrin.h>
-#endif
-#if defined(__AVX2__)
-#include <immintrin.h>
 #endif
 
 /* w (n,) . x (n,) -> int32.  Counts n mac. */
@@ -131,176 +125,6 @@ int32_t stp_dot_s16_s16(const int16_t *w, const int16_t *x, int n)
     return acc;
 }
 
-#if defined(__SSE2__)
-/* Host x86 path (SSE2 is part of every x86-64; SSE4.1 / AVX2 when the build enables them, e.g.
- * stapes.host adds -mavx2 on CPUs that have it; the Cortex-M builds never see it). The gate
- * kernels work on blocks of rows (4 with SSE2, 8 with AVX2) that share each load of x: PMADDWD
- * multiplies 8 (AVX2: 16) int16 pairs and adds neighbouring products into int32 lanes, and one
- * transpose / horizontal-add tree reduces all the block's rows together (no call and no
- * reduction per row). Each lane holds a partial sum of one row, which fits int32 by the row
- * proof, so the sums equal the portable loop's bit for bit. The requantisation (combine) and the
- * elementwise MGU steps use the AVX2 forms of the stp_fixed.h helpers. */
-static inline __m128i stp_x86_load8(const int8_t *w8, const int16_t *w16, ptrdiff_t j)
-{
-    if (w8 != 0) {
-        __m128i v = _mm_loadl_epi64((const __m128i *)(const void *)(w8 + j));
-#if defined(__SSE4_1__)
-        return _mm_cvtepi8_epi16(v);
-#else
-        return _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8);  /* sign-extend: w * 257 >> 8 */
-#endif
-    }
-    return _mm_loadu_si128((const __m128i *)(const void *)(w16 + j));
-}
-
-#if defined(__AVX2__)
-static inline __m256i stp_x86_load16(const int8_t *w8, const int16_t *w16, ptrdiff_t j)
-{
-    if (w8 != 0) return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(w8 + j)));
-    return _mm256_loadu_si256((const __m256i *)(const void *)(w16 + j));
-}
-#endif
-
-/* Rows w, w + stride, w + 2 stride, w + 3 stride (int8 w8 or int16 w16: one is NULL, so the
- * compiler specialises each inlined call) . x (n,) -> out[0..3]. */
-static inline __attribute__((always_inline)) void stp_x86_dot4(const int8_t *w8, const int16_t *w16, int stride,
-                                                               const int16_t *x, int n, int32_t *out)
-{
-    __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0, xv, t0, t1;
-    int j = 0, k;
-#if defined(__AVX2__)
-    if (n >= 16) {
-        __m256i b0 = _mm256_setzero_si256(), b1 = b0, b2 = b0, b3 = b0, yv;
-        for (; j + 16 <= n; j += 16) {
-            yv = _mm256_loadu_si256((const __m256i *)(const void *)(x + j));
-            b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(stp_x86_load16(w8, w16, j), yv));
-            b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(stp_x86_load16(w8, w16, j + stride), yv));
-            b2 = _mm256_add_epi32(b2, _mm256_madd_epi16(stp_x86_load16(w8, w16, j + 2 * stride), yv));
-            b3 = _mm256_add_epi32(b3, _mm256_madd_epi16(stp_x86_load16(w8, w16, j + 3 * stride), yv));
-        }
-        a0 = _mm_add_epi32(_mm256_castsi256_si128(b0), _mm256_extracti128_si256(b0, 1));
-        a1 = _mm_add_epi32(_mm256_castsi256_si128(b1), _mm256_extracti128_si256(b1, 1));
-        a2 = _mm_add_epi32(_mm256_castsi256_si128(b2), _mm256_extracti128_si256(b2, 1));
-        a3 = _mm_add_epi32(_mm256_castsi256_si128(b3), _mm256_extracti128_si256(b3, 1));
-    }
-#endif
-    for (; j + 8 <= n; j += 8) {
-        xv = _mm_loadu_si128((const __m128i *)(const void *)(x + j));
-        a0 = _mm_add_epi32(a0, _mm_madd_epi16(stp_x86_load8(w8, w16, j), xv));
-        a1 = _mm_add_epi32(a1, _mm_madd_epi16(stp_x86_load8(w8, w16, j + stride), xv));
-        a2 = _mm_add_epi32(a2, _mm_madd_epi16(stp_x86_load8(w8, w16, j + 2 * stride), xv));
-        a3 = _mm_add_epi32(a3, _mm_madd_epi16(stp_x86_load8(w8, w16, j + 3 * stride), xv));
-    }
-    /* transpose-add: [a0 a1 a2 a3] lane sums */
-    t0 = _mm_add_epi32(_mm_unpacklo_epi32(a0, a1), _mm_unpackhi_epi32(a0, a1));
-    t1 = _mm_add_epi32(_mm_unpacklo_epi32(a2, a3), _mm_unpackhi_epi32(a2, a3));
-    _mm_storeu_si128((__m128i *)(void *)out, _mm_add_epi32(_mm_unpacklo_epi64(t0, t1), _mm_unpackhi_epi64(t0, t1)));
-    for (; j < n; j++)
-        for (k = 0; k < 4; k++)
-            out[k] += (int32_t)(w8 != 0 ? w8[j + k * stride] : w16[j + k * stride]) * x[j];
-}
-
-#if defined(__AVX2__)
-/* AVX2: rows w + k stride (k = 0..7) . x (n,) -> out[0..7]. Per row one accumulator of 8 int32
- * lanes (16 columns per VPMADDWD; an 8-column rest goes into the low half), then three rounds of
- * VPHADDD and one cross-half add reduce the eight rows together. Rows of 8 .. 15 columns (e.g. the
- * input weights) take one 128-bit VPMADDWD per row and two 128-bit VPHADDD trees instead. */
-static inline __attribute__((always_inline)) void stp_x86_dot8(const int8_t *w8, const int16_t *w16, ptrdiff_t stride,
-                                                               const int16_t *x, int n, int32_t *out)
-{
-    __m256i a0, a1, a2, a3, a4, a5, a6, a7, h0, h1;
-    ptrdiff_t j = 0;
-    int k;
-#define STP_X86_FULL(acc, row) acc = _mm256_madd_epi16(stp_x86_load16(w8, w16, j + (row) * stride), yv)
-    if (n >= 16) {  /* the first 16 columns set the accumulators, the rest add to them */
-        __m256i yv = _mm256_loadu_si256((const __m256i *)(const void *)x);
-        STP_X86_FULL(a0, 0); STP_X86_FULL(a1, 1);
-        STP_X86_FULL(a2, 2); STP_X86_FULL(a3, 3);
-        STP_X86_FULL(a4, 4); STP_X86_FULL(a5, 5);
-        STP_X86_FULL(a6, 6); STP_X86_FULL(a7, 7);
-        for (j = 16; j + 16 <= n; j += 16) {
-            yv = _mm256_loadu_si256((const __m256i *)(const void *)(x + j));
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(stp_x86_load16(w8, w16, j), yv));
-            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(stp_x86_load16(w8, w16, j + stride), yv));
-            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(stp_x86_load16(w8, w16, j + 2 * stride), yv));
-            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(stp_x86_load16(w8, w16, j + 3 * stride), yv));
-            a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(stp_x86_load16(w8, w16, j + 4 * stride), yv));
-            a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(stp_x86_load16(w8, w16, j + 5 * stride), yv));
-            a6 = _mm256_add_epi32(a6, _mm256_madd_epi16(stp_x86_load16(w8, w16, j + 6 * stride), yv));
-            a7 = _mm256_add_epi32(a7, _mm256_madd_epi16(stp_x86_load16(w8, w16, j + 7 * stride), yv));
-        }
-        if (n - j >= 8) {
-            __m128i xv = _mm_loadu_si128((const __m128i *)(const void *)(x + j));
-            a0 = _mm256_add_epi32(a0, _mm256_zextsi128_si256(_mm_madd_epi16(stp_x86_load8(w8, w16, j), xv)));
-            a1 = _mm256_add_epi32(a1, _mm256_zextsi128_si256(_mm_madd_epi16(stp_x86_load8(w8, w16, j + stride), xv)));
-            a2 = _mm256_add_epi32(a2, _mm256_zextsi128_si256(_mm_madd_epi16(stp_x86_load8(w8, w16, j + 2 * stride), xv)));
-            a3 = _mm256_add_epi32(a3, _mm256_zextsi128_si256(_mm_madd_epi16(stp_x86_load8(w8, w16, j + 3 * stride), xv)));
-            a4 = _mm256_add_epi32(a4, _mm256_zextsi128_si256(_mm_madd_epi16(stp_x86_load8(w8, w16, j + 4 * stride), xv)));
-            a5 = _mm256_add_epi32(a5, _mm256_zextsi128_si256(_mm_madd_epi16(stp_x86_load8(w8, w16, j + 5 * stride), xv)));
-            a6 = _mm256_add_epi32(a6, _mm256_zextsi128_si256(_mm_madd_epi16(stp_x86_load8(w8, w16, j + 6 * stride), xv)));
-            a7 = _mm256_add_epi32(a7, _mm256_zextsi128_si256(_mm_madd_epi16(stp_x86_load8(w8, w16, j + 7 * stride), xv)));
-            j += 8;
-        }
-    } else if (n >= 8) {  /* short rows (e.g. the input weights): one 8-column step, 128-bit tree */
-        __m128i xv = _mm_loadu_si128((const __m128i *)(const void *)x), c0, c1, c2, c3;
-        c0 = _mm_madd_epi16(stp_x86_load8(w8, w16, 0), xv);
-        c1 = _mm_madd_epi16(stp_x86_load8(w8, w16, stride), xv);
-        c2 = _mm_madd_epi16(stp_x86_load8(w8, w16, 2 * stride), xv);
-        c3 = _mm_madd_epi16(stp_x86_load8(w8, w16, 3 * stride), xv);
-        _mm_storeu_si128((__m128i *)(void *)out, _mm_hadd_epi32(_mm_hadd_epi32(c0, c1), _mm_hadd_epi32(c2, c3)));
-        c0 = _mm_madd_epi16(stp_x86_load8(w8, w16, 4 * stride), xv);
-        c1 = _mm_madd_epi16(stp_x86_load8(w8, w16, 5 * stride), xv);
-        c2 = _mm_madd_epi16(stp_x86_load8(w8, w16, 6 * stride), xv);
-        c3 = _mm_madd_epi16(stp_x86_load8(w8, w16, 7 * stride), xv);
-        _mm_storeu_si128((__m128i *)(void *)(out + 4),
-                         _mm_hadd_epi32(_mm_hadd_epi32(c0, c1), _mm_hadd_epi32(c2, c3)));
-        for (j = 8; j < n; j++)
-            for (k = 0; k < 8; k++)
-                out[k] += (int32_t)(w8 != 0 ? w8[j + k * stride] : w16[j + k * stride]) * x[j];
-        return;
-    } else {
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = _mm256_setzero_si256();
-    }
-#undef STP_X86_FULL
-    h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
-    h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a4, a5), _mm256_hadd_epi32(a6, a7));
-    /* h0 = rows 0..3 (low-half sums | high-half sums), h1 = rows 4..7: add the halves */
-    _mm256_storeu_si256((__m256i *)(void *)out, _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
-                                                                  _mm256_permute2x128_si256(h0, h1, 0x31)));
-    for (; j < n; j++)
-        for (k = 0; k < 8; k++)
-            out[k] += (int32_t)(w8 != 0 ? w8[j + k * stride] : w16[j + k * stride]) * x[j];
-}
-#endif
-
-/* Rows per stp_x86_matvec call in the gates (a multiple of 8; the int32 sums live on the stack). */
-#define STP_X86_BLOCK 128
-
-/* Rows w + i stride, i = 0 .. rows - 1 (rows a multiple of 4) . x (n,) -> out (rows,). */
-static inline __attribute__((always_inline)) void stp_x86_rows(const int8_t *w8, const int16_t *w16, int stride,
-                                                               int rows, const int16_t *x, int n, int32_t *out)
-{
-    int i = 0;
-#if defined(__AVX2__)
-    for (; i + 8 <= rows; i += 8)
-        stp_x86_dot8(w8 != 0 ? w8 + i * stride : 0, w16 != 0 ? w16 + i * stride : 0, stride, x, n, out + i);
-#endif
-    for (; i < rows; i += 4)
-        stp_x86_dot4(w8 != 0 ? w8 + i * stride : 0, w16 != 0 ? w16 + i * stride : 0, stride, x, n, out + i);
-}
-
-/* Rows row0 .. row0 + rows - 1 (rows a multiple of 4) of m, first n columns, . x -> out (rows,).
- * Counts rows * n mac. */
-static void stp_x86_matvec(const stp_mat_t *m, int row0, int rows, const int16_t *x, int n, int32_t *out)
-{
-    STP_COUNT(mac, rows * n);
-    if (m->w8 != 0)
-        stp_x86_rows(m->w8 + row0 * m->cols, 0, m->cols, rows, x, n, out);
-    else
-        stp_x86_rows(0, m->w16 + row0 * m->cols, m->cols, rows, x, n, out);
-}
-#endif
-
 /* Row `row` of m (row stride m->cols) . x, using the first n columns. */
 static int32_t row_dot(const stp_mat_t *m, int row, const int16_t *x, int n)
 {
@@ -317,70 +141,11 @@ static int16_t combine(const stp_gate_t *g, int i, int32_t ax, int32_t ar)
     return stp_sat16(v + g->bias[i]);
 }
 
-#if defined(__SSE2__)
-/* combine() for rows i .. i + 3. Counts per row 2 shift, 2 add, 1 sat (AVX2: the int64 helpers of
- * stp_fixed.h, four rows at a time). */
-static void stp_x86_combine4(const stp_gate_t *g, int i, const int32_t *ax, const int32_t *ar, int16_t *pre)
-{
-#if defined(__AVX2__)
-    __m256i v = _mm256_add_epi64(
-        stp_shift_round_s64x4(_mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)ax)),
-                              stp_load_s8x4(g->x_shift + i)),
-        stp_shift_round_s64x4(_mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)ar)),
-                              stp_load_s8x4(g->h_shift + i)));
-    STP_COUNT(add, 8);
-    stp_store_s16x4(pre + i, stp_sat16_s64x4(_mm256_add_epi64(
-        v, _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)(g->bias + i))))));
-#else
-    int k;
-    for (k = 0; k < 4; k++) pre[i + k] = combine(g, i + k, ax[k], ar[k]);
-#endif
-}
-
-/* combine() for rows i .. i + 7 (counts as combine4 twice). AVX2: when all 16 shifts are in 2..31
- * (the usual case) both shifts run in int32 lanes: each result is within +-2^29, so their sum
- * fits int32 too; only the sums with the bias widen to int64. Otherwise (a shift <= 1, where two
- * results of +2^30 could overflow int32) two combine4. */
-static void stp_x86_combine8(const stp_gate_t *g, int i, const int32_t *ax, const int32_t *ar, int16_t *pre)
-{
-#if defined(__AVX2__)
-    __m256i xs = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(g->x_shift + i)));
-    __m256i hs = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(g->h_shift + i)));
-    if (_mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_set1_epi32(2), _mm256_min_epi32(xs, hs))) == 0) {
-        __m256i t = _mm256_add_epi32(
-            stp_shift_round_s32x8(_mm256_loadu_si256((const __m256i *)(const void *)ax), xs),
-            stp_shift_round_s32x8(_mm256_loadu_si256((const __m256i *)(const void *)ar), hs));
-        __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(g->bias + i));
-        STP_COUNT(add, 16);
-        stp_store_s16x4(pre + i, stp_sat16_s64x4(_mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(t)),
-                                                                  _mm256_cvtepi32_epi64(_mm256_castsi256_si128(b)))));
-        stp_store_s16x4(pre + i + 4, stp_sat16_s64x4(_mm256_add_epi64(
-            _mm256_cvtepi32_epi64(_mm256_extracti128_si256(t, 1)), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(b, 1)))));
-        return;
-    }
-#endif
-    stp_x86_combine4(g, i, ax, ar, pre);
-    stp_x86_combine4(g, i + 4, ax + 4, ar + 4, pre);
-}
-
-/* Host x86: pre = combine(W x, R v) for the gate's rows in multiples of 4, R (N, >= nv) applied to
- * the first nv entries of v; blocks of up to STP_X86_BLOCK rows keep the int32 sums on the stack
- * (each stp_x86_matvec call has a fixed set-up cost, so few large blocks beat many small ones). Returns the
- * number of rows done (the caller finishes the last N mod 4). */
-static int stp_x86_gate_rows(const stp_gate_t *g, const int16_t *x, const stp_mat_t *r, const int16_t *v, int nv,
-                             int16_t *pre)
-{
-    int32_t ax[STP_X86_BLOCK], ar[STP_X86_BLOCK];
-    int i0, k, count, rows = g->w.rows - g->w.rows % 4;
-    for (i0 = 0; i0 < rows; i0 += count) {
-        count = rows - i0 < STP_X86_BLOCK ? rows - i0 : STP_X86_BLOCK;
-        stp_x86_matvec(&g->w, i0, count, x, g->w.cols, ax);
-        stp_x86_matvec(r, i0, count, v, nv, ar);
-        for (k = 0; k + 8 <= count; k += 8) stp_x86_combine8(g, i0 + k, ax + k, ar + k, pre);
-        if (k < count) stp_x86_combine4(g, i0 + k, ax + k, ar + k, pre);
-    }
-    return rows;
-}
+#if defined(STP_HOST_SIMD)
+/* x86 host builds only (runtime_c/host, never on a microcontroller): stp_host_gate_rows and
+ * stp_host_lowrank_z, row-block SSE2/AVX2 kernels that do a prefix of a gate's rows with the same
+ * sums; the loops below finish. */
+#include "stp_host_matvec.h"
 #endif
 
 #if defined(__ARM_FEATURE_DSP)
@@ -415,19 +180,19 @@ __attribute__((noinline)) static void stp_dsp_dot2_s16(const int16_t *w, int str
         __asm__ volatile(
             "2:\n\t"
             "ldr %[px], %[xm]\n\t"
-            "ldmia %[px]!, {r4, r5, r6, r8}\n\t"
-            "ldmia %[p0]!, {r9, r10}\n\t"
-            "smuad %[a0], r9, r4\n\t"
-            "smlad %[a0], r10, r5, %[a0]\n\t"
-            "ldmia %[p1]!, {r9, r10}\n\t"
-            "smuad %[a1], r9, r4\n\t"
-            "smlad %[a1], r10, r5, %[a1]\n\t"
-            "ldmia %[p0]!, {r9, r10}\n\t"
-            "smlad %[a0], r9, r6, %[a0]\n\t"
-            "smlad %[a0], r10, r8, %[a0]\n\t"
-            "ldmia %[p1]!, {r9, r10}\n\t"
-            "smlad %[a1], r9, r6, %[a1]\n\t"
-            "smlad %[a1], r10, r8, %[a1]\n\t"
+            "ldmia %[px]!, {r8, r9, r10, r11}\n\t"
+            "ldmia %[p0]!, {r12, lr}\n\t"
+            "smuad %[a0], r12, r8\n\t"
+            "smlad %[a0], lr, r9, %[a0]\n\t"
+            "ldmia %[p1]!, {r12, lr}\n\t"
+            "smuad %[a1], r12, r8\n\t"
+            "smlad %[a1], lr, r9, %[a1]\n\t"
+            "ldmia %[p0]!, {r12, lr}\n\t"
+            "smlad %[a0], r12, r10, %[a0]\n\t"
+            "smlad %[a0], lr, r11, %[a0]\n\t"
+            "ldmia %[p1]!, {r12, lr}\n\t"
+            "smlad %[a1], r12, r10, %[a1]\n\t"
+            "smlad %[a1], lr, r11, %[a1]\n\t"
             "cmp %[px], %[end]\n\t"
             "beq 3f\n\t"
             "1:\n\t"
@@ -436,16 +201,16 @@ __attribute__((noinline)) static void stp_dsp_dot2_s16(const int16_t *w, int str
             "bne 1b\n\t"
             "3:\n\t"
             "strd %[a0], %[a1], [%[out]], #8\n\t"
-            "ldr r9, %[advm]\n\t"
-            "add %[p0], %[p1], r9\n\t"
-            "ldr r9, %[sbm]\n\t"
-            "add %[p1], %[p0], r9\n\t"
-            "ldr r9, %[outendm]\n\t"
-            "cmp %[out], r9\n\t"
+            "ldr r12, %[advm]\n\t"
+            "add %[p0], %[p1], r12\n\t"
+            "ldr r12, %[sbm]\n\t"
+            "add %[p1], %[p0], r12\n\t"
+            "ldr r12, %[outendm]\n\t"
+            "cmp %[out], r12\n\t"
             "bne 2b\n\t"
             : [a0] "=&r"(a0), [a1] "=&r"(a1), [px] "=&r"(px), [p0] "+r"(p0), [p1] "+r"(p1), [out] "+r"(out)
             : [end] "r"(x + n), [xm] "m"(xm), [advm] "m"(adv), [sbm] "m"(sb), [outendm] "m"(outend)
-            : "r4", "r5", "r6", "r8", "r9", "r10", "cc", "memory");
+            : "r8", "r9", "r10", "r11", "r12", "lr", "cc", "memory");
         return;
     }
     for (i = 0; i < rows; i += 2, w += 2 * stride) {
@@ -459,7 +224,7 @@ __attribute__((noinline)) static void stp_dsp_dot2_s16(const int16_t *w, int str
                 "bne 1b\n\t"
                 : [a0] "+r"(a0), [a1] "+r"(a1), [px] "+r"(px), [p0] "+r"(p0), [p1] "+r"(p1)
                 : [end] "r"(end8)
-                : "r4", "r5", "r6", "r8", "r9", "r10", "cc", "memory");
+                : "r8", "r9", "r10", "r11", "r12", "lr", "cc", "memory");
         }
         for (; xend - px >= 2; px += 2, p0 += 2, p1 += 2) {
             int32_t xp, wp0, wp1;
@@ -502,8 +267,8 @@ void stp_gate_dense_s16(const stp_gate_t *g, const int16_t *x, const int16_t *h,
         return;
     }
 #endif
-#if defined(__SSE2__)
-    i = stp_x86_gate_rows(g, x, &g->u, h, g->u.cols, pre);
+#if defined(STP_HOST_SIMD)
+    i = stp_host_gate_rows(g, x, &g->u, h, g->u.cols, pre);
 #endif
     for (; i < g->w.rows; i++)
         pre[i] = combine(g, i, row_dot(&g->w, i, x, g->w.cols), row_dot(&g->u, i, h, g->u.cols));
@@ -541,29 +306,14 @@ void stp_gate_lowrank_s16(const stp_gate_t *g, const int16_t *x, const int16_t *
         return;
     }
 #endif
-#if defined(__SSE2__)
-    { /* host x86: B h in blocks of up to STP_X86_BLOCK rows (multiples of 4), then the gate's rows */
-        int32_t az[STP_X86_BLOCK];
-        int j, count;
-        for (; k + 4 <= rank; k += count) {
-            count = rank - k < STP_X86_BLOCK ? (rank - k) - (rank - k) % 4 : STP_X86_BLOCK;
-            stp_x86_matvec(&g->b, k, count, h, g->b.cols, az);
-#if defined(__AVX2__)
-            for (j = 0; j < count; j += 4)
-                stp_store_s16x4(z + k + j, stp_sat16_s64x4(stp_shift_round_s64x4(
-                    _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)(az + j))),
-                    stp_load_s8x4(g->z_shift + k + j))));
-#else
-            for (j = 0; j < count; j++) z[k + j] = stp_sat16(stp_shift_round_s64(az[j], g->z_shift[k + j]));
-#endif
-        }
-        for (; k < rank; k++)
-            z[k] = stp_sat16(stp_shift_round_s64(row_dot(&g->b, k, h, g->b.cols), g->z_shift[k]));
-        i = stp_x86_gate_rows(g, x, &g->a, z, rank, pre);
-    }
+#if defined(STP_HOST_SIMD)
+    k = stp_host_lowrank_z(g, h, rank, z);
 #endif
     for (; k < rank; k++)
         z[k] = stp_sat16(stp_shift_round_s64(row_dot(&g->b, k, h, g->b.cols), g->z_shift[k]));
+#if defined(STP_HOST_SIMD)
+    i = stp_host_gate_rows(g, x, &g->a, z, rank, pre);
+#endif
     for (; i < g->w.rows; i++)
         pre[i] = combine(g, i, row_dot(&g->w, i, x, g->w.cols), row_dot(&g->a, i, z, rank));
 }

@@ -19,6 +19,9 @@
 #if MGU4_SCRATCH_SIZE != 14
 #error "mgu4: scratch size does not match the cell (stp_model_scratch_size)"
 #endif
+#if MGU4_STATE_SIZE != MGU4_HIDDEN_SIZE + STP_STATE_TAG_SIZE
+#error "mgu4: state size does not match the runtime (stp_model_state_size)"
+#endif
 
 /* sigmoid table: 1025 int16 Q0.15 values at inputs (j * 64 - 32768) / 2^11, j = 0..1024 */
 static const int16_t mgu4_sigmoid_table[1025] = {
@@ -406,7 +409,7 @@ static const stp_model_t mgu4_model = {
     },
 };
 
-void mgu4_reset(int16_t *state) { stp_reset_s16(state, MGU4_STATE_SIZE); }
+void mgu4_reset(int16_t *state) { (void)stp_model_reset(&mgu4_model, state); }
 
 void mgu4_step(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch)
 {

@@ -16,22 +16,39 @@
 #define MGU4_HIDDEN_SIZE 4
 #define MGU4_OUTPUT_SIZE 2
 #define MGU4_RANK_MAX 2          /* 0: dense recurrent matrices */
+#ifdef STP_CHECKS
+#define MGU4_STATE_SIZE (4 + 2)   /* checked build: N + the state's tag (STP_STATE_TAG_SIZE) */
+#else
 #define MGU4_STATE_SIZE 4         /* int16 elements, caller-owned, persists across frames */
+#endif
 #define MGU4_SCRATCH_SIZE 14       /* int16 elements, caller-owned, free between calls */
 #define MGU4_INPUT_FRAC 14          /* x = round(x_float * 2^frac), int16 */
 #define MGU4_OUTPUT_FRAC 15         /* y_float = y / 2^frac */
 #define MGU4_FINAL_READOUT 1
 #define MGU4_MACS_PER_FRAME 56
 
-/* Zero the state (start of a stream). */
+/* Status values (stp_status_t, stp_fixed.h): STP_OK 0, STP_ERR_RANK -1, STP_ERR_ARG -2; the
+ * checked build (-DSTP_CHECKS) adds STP_ERR_NULL, STP_ERR_ALIAS and STP_ERR_STATE. The calling
+ * contract (NULL, aliasing, reset, threads) is in stp_model.h. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Zero the state (start of a stream); call it before the first step. */
 void mgu4_reset(int16_t *state);
-/* One frame: x (MGU4_INPUT_SIZE) -> y (MGU4_OUTPUT_SIZE); state updated in place. */
+/* One frame: x (MGU4_INPUT_SIZE) -> y (MGU4_OUTPUT_SIZE); state updated in place (no status: use
+ * _step_rank(..., 0) to see the checked build's errors). */
 void mgu4_step(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch);
-/* The same at a run-time rank 1..MGU4_RANK_MAX (0: full); returns 0, or -1 for a bad rank. */
+/* The same at a run-time rank 1..MGU4_RANK_MAX (0: full); returns STP_OK, or STP_ERR_RANK. */
 int mgu4_step_rank(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch, int rank);
 /* A sequence x (steps, I) -> y (steps, O), or (O,) after the last step when MGU4_FINAL_READOUT;
- * states (steps, N) gets every step's state unless NULL. Returns 0, -1 (rank) or -2 (steps < 1). */
+ * states (steps, MGU4_HIDDEN_SIZE) gets every step's state unless NULL. Returns STP_OK,
+ * STP_ERR_RANK or STP_ERR_ARG (steps < 1). */
 int mgu4_run(const int16_t *x, int steps, int16_t *state, int16_t *y, int16_t *states,
             int16_t *scratch, int rank);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* MGU4_H */

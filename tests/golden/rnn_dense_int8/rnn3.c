@@ -18,6 +18,9 @@
 #if RNN3_SCRATCH_SIZE != 3
 #error "rnn3: scratch size does not match the cell (stp_model_scratch_size)"
 #endif
+#if RNN3_STATE_SIZE != RNN3_HIDDEN_SIZE + STP_STATE_TAG_SIZE
+#error "rnn3: state size does not match the runtime (stp_model_state_size)"
+#endif
 
 /* tanh table: 1025 int16 Q0.15 values at inputs (j * 64 - 32768) / 2^12, j = 0..1024 */
 static const int16_t rnn3_tanh_table[1025] = {
@@ -215,7 +218,7 @@ static const stp_model_t rnn3_model = {
     },
 };
 
-void rnn3_reset(int16_t *state) { stp_reset_s16(state, RNN3_STATE_SIZE); }
+void rnn3_reset(int16_t *state) { (void)stp_model_reset(&rnn3_model, state); }
 
 void rnn3_step(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch)
 {

@@ -1,0 +1,431 @@
+"""The C runtime's calling contract: C++ callers, the checked build (-DSTP_CHECKS) under ASan/UBSan,
+the host SIMD switch (-DSTP_HOST_SIMD) against the portable path, and every board's flags at every
+optimisation level (docs/architecture.md "The C conventions", runtime_c/README.md)."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stapes.emit.model_c import emit
+from stapes.fixed.reference import run_reference
+from stapes.host.random_models import random_inputs, random_qgraph
+from stapes.target import profile, run, toolchain
+
+RUNTIME = toolchain.runtime_dir()
+WARN = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror", "-Wpedantic"]
+WARN_CXX = ["-std=c++11", "-Wall", "-Wextra", "-Wconversion", "-Werror", "-Wpedantic"]
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+HOST_SIMD = ["-DSTP_HOST_SIMD", f"-I{RUNTIME / 'host'}"]
+STEPS = 37
+
+# Shapes that reach every kernel path: low-rank z in blocks of 4 plus a rest, odd N (row and
+# column rests), rows of >= 16 columns (the AVX2 8-row blocks), a final sigmoid readout, int8 and
+# int16 weights, saturating weights with extreme inputs.
+MODELS = {
+    "m0": dict(seed=5, kind="mgu", hidden=20, inputs=3, outputs=2, rank=6, weights="int16"),
+    "m1": dict(
+        seed=6,
+        kind="rnn",
+        hidden=19,
+        inputs=5,
+        outputs=3,
+        weights="int8",
+        scale=50.0,
+        readout_mode="final",
+        readout_activation="sigmoid",
+    ),
+    "m2": dict(seed=7, kind="mgu", hidden=40, inputs=17, outputs=1, weights="int8"),
+}
+
+
+def _x86_flags(flag: str) -> bool:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in line.split() for line in text.splitlines() if line.startswith("flags"))
+
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+HOST_CONFIGS = {  # name -> extra flags; every one must give the reference's bits
+    "portable": [],
+    "simd-sse2": HOST_SIMD,
+    "simd-sse4.1": [*HOST_SIMD, "-msse4.1"],
+    "simd-avx2": [*HOST_SIMD, "-mavx2"],
+    "checked": ["-DSTP_CHECKS"],
+    "checked-simd-avx2": ["-DSTP_CHECKS", *HOST_SIMD, "-mavx2"],
+}
+
+
+def _skip_config(name: str) -> str | None:
+    if "sse" in name and not X86:
+        return "x86 only"
+    if "avx2" in name and not _x86_flags("avx2"):
+        return "the host CPU has no AVX2"
+    return None
+
+
+# ---- building ---------------------------------------------------------------------------------
+def _qgraphs():
+    return {prefix: random_qgraph(**spec) for prefix, spec in MODELS.items()}
+
+
+def _inputs(prefix, q):
+    return random_inputs(11, q, batch=1, steps=STEPS, extreme=MODELS[prefix].get("scale", 1.0) > 1.0)[0]
+
+
+def _write_models(folder: Path, qgraphs: dict) -> list[Path]:
+    for prefix, q in qgraphs.items():
+        for name, text in emit(q, prefix).items():
+            (folder / name).write_text(text)
+    return [folder / f"{prefix}.c" for prefix in qgraphs]
+
+
+def _runtime_sources() -> list[Path]:
+    return sorted((RUNTIME / "src").glob("*.c"))
+
+
+def _compile(cmd: list, cwd: Path | None = None) -> None:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd[:4]))} ...:\n{proc.stderr[:3000]}"
+
+
+def _run(exe: Path) -> str:
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{exe.name} exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def _c_array(name: str, values) -> str:
+    return f"static const int16_t {name}[] = {{{', '.join(str(int(v)) for v in np.ravel(values))}}};"
+
+
+def _api_driver(qgraphs: dict) -> str:
+    """A C99 and C++ program: each model's run and frame APIs from a reset state, compared with
+    each other, then its outputs and states printed ("<prefix> y ..." / "<prefix> states ...")."""
+    big = {
+        "state": max(q.hidden_size for q in qgraphs.values()) + 2,
+        "y": max(STEPS * q.output_size for q in qgraphs.values()),
+        "states": max(STEPS * q.hidden_size for q in qgraphs.values()),
+        "scratch": max(3 * q.hidden_size + q.rank for q in qgraphs.values()),
+    }
+    includes = "\n".join(f'#include "{p}.h"' for p in qgraphs)
+    arrays = "\n".join(_c_array(f"{p}_x", _inputs(p, q)) for p, q in qgraphs.items())
+    checks = "\n".join(
+        f'    bad |= check("{p}", {p}_reset, {p}_step_rank, {p}_run, {p}_x, {P}_INPUT_SIZE, {P}_HIDDEN_SIZE, '
+        f"{P}_OUTPUT_SIZE, {P}_FINAL_READOUT, {P}_STATE_SIZE, {P}_SCRATCH_SIZE);"
+        for p, P in ((p, p.upper()) for p in qgraphs)
+    )
+    return f"""/* generated by tests/test_c_contract.py: the generated API from C99 or C++ */
+#include <stdio.h>
+#include <string.h>
+
+/* the generated headers carry their own extern "C" guards */
+{includes}
+#include "stp_model.h" /* guarded: stp_status_t and the runtime API */
+
+#ifdef __cplusplus
+static_assert(STP_OK == 0 && STP_ERR_RANK == -1 && STP_ERR_ARG == -2, "status values are the ABI");
+#endif
+
+#define STEPS {STEPS}
+{arrays}
+
+typedef void (*reset_fn)(int16_t *state);
+typedef int (*step_fn)(const int16_t *x, int16_t *state, int16_t *y, int16_t *scratch, int rank);
+typedef int (*run_fn)(const int16_t *x, int steps, int16_t *state, int16_t *y, int16_t *states,
+                      int16_t *scratch, int rank);
+
+static int16_t state[{big["state"]}], y[{big["y"]}], y1[{big["y"]}], states[{big["states"]}];
+static int16_t scratch[{big["scratch"]}];
+
+static void print(const char *name, const char *what, const int16_t *v, int n)
+{{
+    int i;
+    printf("%s %s", name, what);
+    for (i = 0; i < n; i++) printf(" %d", v[i]);
+    printf("\\n");
+}}
+
+static int check(const char *name, reset_fn reset, step_fn step, run_fn run, const int16_t *x, int in, int n,
+                 int out, int final_readout, int state_size, int scratch_size)
+{{
+    int t, ny = final_readout ? out : STEPS * out;
+    if (state_size > (int)(sizeof state / sizeof state[0]) || scratch_size > (int)(sizeof scratch / sizeof scratch[0]))
+        return 8;
+    reset(state);
+    if (run(x, STEPS, state, y, states, scratch, 0) != STP_OK) return 1;
+    reset(state);
+    for (t = 0; t < STEPS; t++) {{
+        stp_status_t status = (stp_status_t)step(x + t * in, state, y1 + (final_readout ? 0 : t * out), scratch, 0);
+        if (status != STP_OK) return 2;
+        if (memcmp(state, states + t * n, sizeof(int16_t) * (size_t)n) != 0) return 4;
+    }}
+    if (memcmp(y1, y, sizeof(int16_t) * (size_t)ny) != 0) return 16;
+    print(name, "y", y, ny);
+    print(name, "states", states, STEPS * n);
+    return 0;
+}}
+
+int main(void)
+{{
+    int bad = 0;
+{checks}
+    return bad;
+}}
+"""
+
+
+def _check_outputs(stdout: str, qgraphs: dict) -> None:
+    lines = {tuple(line.split()[:2]): line.split()[2:] for line in stdout.splitlines()}
+    for prefix, q in qgraphs.items():
+        ref = run_reference(q, _inputs(prefix, q)[None])
+        for what, want in (("y", ref.outputs), ("states", ref.states)):
+            got = np.array(lines[(prefix, what)], dtype=np.int64)
+            np.testing.assert_array_equal(got, np.ravel(want), err_msg=f"{prefix} {what}")
+
+
+# ---- host builds: the same bits with and without the host SIMD and the checks -------------------
+@pytest.mark.parametrize("config", sorted(HOST_CONFIGS))
+def test_host_builds_equal_reference(config, tmp_path):
+    """Portable, SSE2, SSE4.1, AVX2 and checked builds, under ASan + UBSan: the reference's bits."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not found")
+    if reason := _skip_config(config):
+        pytest.skip(reason)
+    qgraphs = _qgraphs()
+    models = _write_models(tmp_path, qgraphs)
+    (tmp_path / "main.c").write_text(_api_driver(qgraphs))
+    exe = tmp_path / "main"
+    _compile(
+        [
+            "gcc",
+            *WARN,
+            "-O2",
+            *SANITIZE,
+            *HOST_CONFIGS[config],
+            f"-I{RUNTIME / 'include'}",
+            f"-I{tmp_path}",
+            tmp_path / "main.c",
+            *models,
+            *_runtime_sources(),
+            "-o",
+            exe,
+        ]
+    )
+    _check_outputs(_run(exe), qgraphs)
+
+
+@pytest.mark.parametrize("cxx,cc", [("g++", "gcc"), ("clang++", "clang")])
+@pytest.mark.parametrize("checked", [False, True], ids=["unchecked", "checked"])
+def test_cplusplus_caller_links_and_equals_reference(cxx, cc, checked, tmp_path):
+    """A C++ program includes the runtime headers (extern "C" guards) and a generated model and
+    links against the C runtime."""
+    if shutil.which(cxx) is None or shutil.which(cc) is None:
+        pytest.skip(f"{cxx} or {cc} not found")
+    qgraphs = _qgraphs()
+    models = _write_models(tmp_path, qgraphs)
+    (tmp_path / "main.cpp").write_text(_api_driver(qgraphs))
+    defines = ["-DSTP_CHECKS"] if checked else []
+    inc = [f"-I{RUNTIME / 'include'}", f"-I{tmp_path}"]
+    objs = []
+    for src in [*models, *_runtime_sources()]:
+        obj = tmp_path / f"{src.stem}.o"
+        _compile([cc, *WARN, "-O2", *defines, *inc, "-c", src, "-o", obj])
+        objs.append(obj)
+    exe = tmp_path / "main"
+    _compile([cxx, *WARN_CXX, "-O2", *defines, *inc, tmp_path / "main.cpp", *objs, "-o", exe])
+    _check_outputs(_run(exe), qgraphs)
+
+
+def test_host_simd_stays_out_of_the_mcu_sources():
+    """runtime_c/src and include hold portable and Cortex-M code only: the x86 kernels are in
+    runtime_c/host, read only under STP_HOST_SIMD, and no cross build lists host/."""
+    for path in [*(RUNTIME / "src").glob("*.c"), *(RUNTIME / "include").glob("*.h")]:
+        text = path.read_text()
+        for token in ("__SSE", "__AVX", "_mm_", "_mm256_", "mmintrin.h", "immintrin.h"):
+            assert token not in text, f"{path.name} has x86 code ({token}): it belongs in runtime_c/host"
+    assert sorted((RUNTIME / "host").glob("*.h")), "runtime_c/host has the host SIMD headers"
+    assert all(p.parent == RUNTIME / "src" for p in toolchain.runtime_c_sources())
+
+
+# ---- the checked build: each misuse is an error, and nothing is touched --------------------------
+MISUSE_DRIVER = r"""/* tests/test_c_contract.py: misuse of the checked build (-DSTP_CHECKS); two models of one shape. */
+#include <stdio.h>
+#include <string.h>
+
+#include "ma.h"
+#include "mb.h"
+#include "stp_model.h"
+
+#if MA_STATE_SIZE != MA_HIDDEN_SIZE + STP_STATE_TAG_SIZE || STP_STATE_TAG_SIZE != 2
+#error "the checked state is N + 2 int16"
+#endif
+
+enum { N = MA_HIDDEN_SIZE, I = MA_INPUT_SIZE, O = MA_OUTPUT_SIZE, S = MA_STATE_SIZE, SC = MA_SCRATCH_SIZE, T = 5 };
+
+/* One arena, the buffers back to back (adjacent is allowed), so overlaps are real. */
+static int16_t arena[S + T * O + SC + T * N + T * I + 64], snap[sizeof arena / sizeof arena[0]];
+static int16_t *const state = arena, *const y = arena + S, *const scratch = arena + S + T * O,
+                      *const states = arena + S + T * O + SC, *const x = arena + S + T * O + SC + T * N;
+static int failures;
+
+static void expect(const char *what, int got, int want, int touched_ok)
+{
+    if (got != want) {
+        printf("FAIL %s: returned %d, expected %d\n", what, got, want);
+        failures++;
+    }
+    if (!touched_ok && memcmp(arena, snap, sizeof arena) != 0) {
+        printf("FAIL %s: a failing call wrote to a buffer\n", what);
+        failures++;
+    }
+}
+
+#define SNAP() memcpy(snap, arena, sizeof arena)
+#define RUN(what, want, call) (SNAP(), expect(what, (call), (want), (want) == STP_OK))
+
+int main(void)
+{
+    int i;
+    for (i = 0; i < T * I; i++) x[i] = (int16_t)(i * 977 - 9000);
+
+    /* a state that was never reset (zeroed by hand), then a reset one */
+    memset(state, 0, sizeof(int16_t) * S);
+    RUN("run, state never reset", STP_ERR_STATE, ma_run(x, T, state, y, states, scratch, 0));
+    RUN("step, state never reset", STP_ERR_STATE, ma_step_rank(x, state, y, scratch, 0));
+    ma_reset(state);
+    RUN("run after reset", STP_OK, ma_run(x, T, state, y, states, scratch, 0));
+    RUN("step after run (the tag persists)", STP_OK, ma_step_rank(x, state, y, scratch, 0));
+    RUN("run, states NULL", STP_OK, ma_run(x, T, state, y, NULL, scratch, 0));
+
+    /* a state of another model (same shape, another model object) */
+    RUN("run, state of another model", STP_ERR_STATE, mb_run(x, T, state, y, states, scratch, 0));
+    RUN("step, state of another model", STP_ERR_STATE, mb_step_rank(x, state, y, scratch, 0));
+    mb_reset(state);
+    RUN("the other model after its reset", STP_OK, mb_run(x, T, state, y, states, scratch, 0));
+    RUN("the first model on it", STP_ERR_STATE, ma_run(x, T, state, y, states, scratch, 0));
+    ma_reset(state);
+
+    /* NULL pointers */
+    RUN("run, x NULL", STP_ERR_NULL, ma_run(NULL, T, state, y, states, scratch, 0));
+    RUN("run, state NULL", STP_ERR_NULL, ma_run(x, T, NULL, y, states, scratch, 0));
+    RUN("run, y NULL", STP_ERR_NULL, ma_run(x, T, state, NULL, states, scratch, 0));
+    RUN("run, scratch NULL", STP_ERR_NULL, ma_run(x, T, state, y, states, NULL, 0));
+    RUN("step, x NULL", STP_ERR_NULL, ma_step_rank(NULL, state, y, scratch, 0));
+    RUN("step, state NULL", STP_ERR_NULL, ma_step_rank(x, NULL, y, scratch, 0));
+    RUN("step, y NULL", STP_ERR_NULL, ma_step_rank(x, state, NULL, scratch, 0));
+    RUN("step, scratch NULL", STP_ERR_NULL, ma_step_rank(x, state, y, NULL, 0));
+    RUN("stp_model_step, model NULL", STP_ERR_NULL, stp_model_step(NULL, x, state, y, scratch, 0));
+    RUN("stp_model_run, model NULL", STP_ERR_NULL, stp_model_run(NULL, x, T, state, y, states, scratch, 0));
+    RUN("stp_model_reset, model NULL", STP_ERR_NULL, stp_model_reset(NULL, state));
+    SNAP();
+    ma_reset(NULL); /* the generated reset ignores the status: it must not crash */
+    expect("reset(NULL)", STP_OK, STP_OK, 0);
+
+    /* overlapping buffers (the checks read no buffer, so even pointers past the arena are safe) */
+    RUN("y inside the state", STP_ERR_ALIAS, ma_run(x, T, state, state + 1, states, scratch, 0));
+    RUN("y on the state's tag", STP_ERR_ALIAS, ma_step_rank(x, state, state + N, scratch, 0));
+    RUN("y on the state's last element", STP_ERR_ALIAS, ma_step_rank(x, state, state + S - 1, scratch, 0));
+    RUN("state inside y", STP_ERR_ALIAS, ma_run(x, T, y + 1, y, states, scratch, 0));
+    RUN("scratch on the state", STP_ERR_ALIAS, ma_run(x, T, state, y, states, state + 3, 0));
+    RUN("scratch on y", STP_ERR_ALIAS, ma_run(x, T, state, y, states, y + T * O - 1, 0));
+    RUN("scratch on x", STP_ERR_ALIAS, ma_step_rank(x, state, y, x - SC + 1, 0));
+    RUN("scratch on states", STP_ERR_ALIAS, ma_run(x, T, state, y, states, states + 2, 0));
+    RUN("states on the state", STP_ERR_ALIAS, ma_run(x, T, state, y, state, scratch, 0));
+    RUN("states on x", STP_ERR_ALIAS, ma_run(x, T, state, y, x + 1, scratch, 0));
+    RUN("x on the state", STP_ERR_ALIAS, ma_run(state + 2, T, state, y, states, scratch, 0));
+    RUN("x on y (step)", STP_ERR_ALIAS, ma_step_rank(y, state, y, scratch, 0));
+    RUN("x on y, later steps", STP_ERR_ALIAS, ma_run(x, T, state, x + I * (T - 1), states, scratch, 0));
+    RUN("adjacent buffers are fine", STP_OK, ma_run(x, T, state, y, states, scratch, 0));
+
+    /* the unchecked build's errors keep their order after the NULL checks */
+    RUN("bad rank", STP_ERR_RANK, ma_step_rank(x, state, y, scratch, MA_RANK_MAX + 1));
+    RUN("negative rank", STP_ERR_RANK, ma_run(x, T, state, y, states, scratch, -1));
+    RUN("zero steps", STP_ERR_ARG, ma_run(x, 0, state, y, states, scratch, 0));
+    RUN("NULL before rank", STP_ERR_NULL, ma_step_rank(NULL, state, y, scratch, -1));
+    RUN("rank before aliasing", STP_ERR_RANK, ma_step_rank(x, state, state, scratch, -1));
+    RUN("aliasing before the state", STP_ERR_ALIAS, mb_step_rank(x, state, state, scratch, 0));
+
+    printf("%d failures\n", failures);
+    return failures != 0;
+}
+"""
+
+
+@pytest.mark.parametrize("simd", [False, True], ids=["portable", "host-simd"])
+def test_checked_build_rejects_each_misuse(simd, tmp_path):
+    """-DSTP_CHECKS under ASan + UBSan: NULL, overlapping, foreign and never-reset buffers each get
+    their error, and a failing call writes nothing."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not found")
+    spec = dict(kind="mgu", hidden=12, inputs=3, outputs=2, rank=4, weights="int16")
+    qgraphs = {"ma": random_qgraph(21, **spec), "mb": random_qgraph(22, **spec)}
+    models = _write_models(tmp_path, qgraphs)
+    (tmp_path / "misuse.c").write_text(MISUSE_DRIVER)
+    exe = tmp_path / "misuse"
+    _compile(
+        [
+            "gcc",
+            *WARN,
+            "-O1",
+            *SANITIZE,
+            "-DSTP_CHECKS",
+            *(HOST_SIMD if simd else []),
+            f"-I{RUNTIME / 'include'}",
+            f"-I{tmp_path}",
+            tmp_path / "misuse.c",
+            *models,
+            *_runtime_sources(),
+            "-o",
+            exe,
+        ]
+    )
+    assert _run(exe).strip().endswith("0 failures")
+
+
+# ---- every board's flags at every optimisation level ---------------------------------------------
+CROSS = shutil.which("arm-none-eabi-gcc")
+BUILD_BOARDS = [name for name in profile.board_names() if profile.load_board(name).cflags]
+OPT_LEVELS = ["-O0", "-Os", "-O2", "-O3"]
+
+
+@pytest.mark.skipif(CROSS is None, reason="arm-none-eabi-gcc not found")
+@pytest.mark.parametrize("board", BUILD_BOARDS)
+def test_runtime_cross_compiles_at_every_level(board, tmp_path):
+    """The runtime and generated models compile warning-free (-Werror) with the board's flags at
+    -O0, -Os, -O2 and -O3, unchecked and checked (the DSP asm once failed at -O0 with an FPU)."""
+    b = profile.load_board(board)
+    models = _write_models(tmp_path, _qgraphs())
+    flags = [f for f in toolchain.COMMON_CFLAGS if not f.startswith("-O")] + toolchain.TARGET_CFLAGS
+    flags = [f for f in flags if f != "-fstack-usage"]
+    sources = [*models, *_runtime_sources()]
+    jobs = []
+    for opt in OPT_LEVELS:
+        for extra in ([], ["-DSTP_CHECKS", "-DSTP_COUNT_OPS"]):
+            out = tmp_path / f"obj{opt}{len(extra)}"
+            out.mkdir()
+            cmd = ["arm-none-eabi-gcc", *b.cflags, *flags, opt, *extra, f"-I{RUNTIME / 'include'}", f"-I{tmp_path}"]
+            jobs.append(([*cmd, "-c", *sources], out))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda job: _compile(*job), jobs))
+
+
+@pytest.mark.board
+@pytest.mark.skipif(toolchain.toolchain_missing() is not None, reason="no cross toolchain")
+def test_m4_at_O0_equals_reference(tmp_path, monkeypatch):
+    """The M4's DSP path built at -O0 (its asm operands placed by the unoptimised allocator) runs
+    under qemu and gives the reference's bits."""
+    monkeypatch.setattr(toolchain, "COMMON_CFLAGS", ["-O0" if f == "-O2" else f for f in toolchain.COMMON_CFLAGS])
+    q = random_qgraph(**MODELS["m0"])
+    res = run.run_qgraph(q, profile.load_board("mps2-an386"), tmp_path, frames=6, seed=2)
+    assert res.same_as_host and res.same_as_reference, res.first_mismatch
