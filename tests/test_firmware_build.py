@@ -7,14 +7,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from stapes.emit.model_c import summary
 from stapes.fixed.compare import first_mismatch
-from stapes.fixed.quantize import quantize_graph
-from stapes.ir.float_graph import FloatGraph, MGUCell, Readout
-from stapes.ir.lowrank import svd_factors
+from stapes.host.random_models import random_qgraph
 from stapes.studies.deploy import write_c_folder
 from stapes.target import drivers, profile, qemu, run, toolchain
 
@@ -29,29 +26,10 @@ FRAMES = 8
 BOARD_SOURCES = ("stp_board_startup.c", "stp_board_semihost.c", "stp_board_markers.c")
 
 
-def _model():
-    rng = np.random.default_rng(5)
-    n, i, o = 12, 3, 2
-
-    def u():
-        return svd_factors(rng.standard_normal((n, n)) / np.sqrt(n), 4)
-
-    cell = MGUCell(
-        rng.standard_normal((n, i)),
-        u(),
-        0.1 * rng.standard_normal(n),
-        rng.standard_normal((n, i)),
-        u(),
-        0.1 * rng.standard_normal(n),
-    )
-    readout = Readout(rng.standard_normal((o, n)) / np.sqrt(n), np.zeros(o), "per_step", "linear")
-    return quantize_graph(FloatGraph(cell, readout), weights="int16")
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A project folder: `model/` exactly as `stapes emit` writes it, and a golden-input main.c."""
-    q = _model()
+    q = random_qgraph(5, kind="mgu", hidden=12, inputs=3, outputs=2, rank=4)
     root = tmp_path_factory.mktemp("firmware")
     write_c_folder(q, root / "model", prefix="model")
     x = run.golden_inputs(q.input_size, FRAMES, seed=1)
