@@ -196,14 +196,18 @@ def _cli(*argv) -> int:
 
 def test_cli_writes_a_model_folder_and_report(tmp_path, capsys):
     g = random_graph("mgu")
-    g.save(tmp_path)
+    model = tmp_path / "m"
+    model.mkdir()
+    g.save(model)
     out = tmp_path / "c"
-    assert _cli(tmp_path, "--rank", 3, "--out", out) == 0
+    assert _cli(model, "--out", model / "c", "--rank", 3) == 2  # never inside the input
+    assert _cli(model, "--rank", 3, "--out", out) == 0
     rep = json.loads((out / "compress.json").read_text())
     assert rep["compression"]["matrices"]["u_f"]["rank"] == 3 and rep["metric_dense"] is None
     assert FloatGraph.load(out).cell.u_h.rank == 3
-    assert _cli(tmp_path, "--energy", 0.9, "--joint", "--out", out) == 0
-    assert _cli(tmp_path, "--max-error", 0.5, "--error-norm", "frobenius", "--unbalanced", "--out", out) == 0
+    assert _cli(model, "--energy", 0.9, "--joint", "--out", out) == 2  # its own output: only with --force
+    assert _cli(model, "--energy", 0.9, "--joint", "--out", out, "--force") == 0
+    assert _cli(model, "--max-error", 0.5, "--error-norm", "frobenius", "--unbalanced", "--out", out, "--force") == 0
     assert "wrote" in capsys.readouterr().out
 
 

@@ -130,9 +130,21 @@ def test_cli_quantize_emit_verify(tmp_path, capsys):
 
     task = make_task("memorization")
     graph = random_graph(8, kind="mgu", hidden=8, inputs=task.input_size, outputs=task.output_size, rank=3)
-    dataclasses.replace(graph, task=task.config()).save(tmp_path)
+    (tmp_path / "m").mkdir()
+    dataclasses.replace(graph, task=task.config()).save(tmp_path / "m")
     assert (
-        main(["quantize", str(tmp_path), "--weights", "int8", "--calib-sequences", "16", "--out", str(tmp_path / "q")])
+        main(
+            [
+                "quantize",
+                str(tmp_path / "m"),
+                "--weights",
+                "int8",
+                "--calib-sequences",
+                "16",
+                "--out",
+                str(tmp_path / "q"),
+            ]
+        )
         == 0
     )
     assert main(["emit", str(tmp_path / "q"), "--prefix", "mem", "--out", str(tmp_path / "c")]) == 0
@@ -151,15 +163,25 @@ def test_cli_without_task_uses_analytic_ranges_and_random_inputs(tmp_path, capsy
     from stapes.host.random_models import random_graph
     from stapes.ir.qgraph import QGraph
 
-    random_graph(9, kind="rnn", hidden=6, inputs=2, outputs=1).save(tmp_path)
-    assert main(["quantize", str(tmp_path), "--input-range", "4", "--out", str(tmp_path / "q")]) == 0
+    (tmp_path / "m").mkdir()
+    random_graph(9, kind="rnn", hidden=6, inputs=2, outputs=1).save(tmp_path / "m")
+    assert main(["quantize", str(tmp_path / "m"), "--input-range", "4", "--out", str(tmp_path / "q")]) == 0
     q = QGraph.load(tmp_path / "q")
     assert q.input_fmt.frac == 12 and "analytic" in q.provenance["ranges_note"]
     assert main(["verify", str(tmp_path / "q"), "--sequences", "4", "--steps", "120"]) == 0
     out = capsys.readouterr().out
     assert "4 sequences x 120 steps" in out and "mismatches: 0" in out
     assert (
-        main(["quantize", str(tmp_path), "--calibration", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "q2")])
+        main(
+            [
+                "quantize",
+                str(tmp_path / "m"),
+                "--calibration",
+                str(tmp_path / "missing.npy"),
+                "--out",
+                str(tmp_path / "q2"),
+            ]
+        )
         == 2
     )
     assert not (tmp_path / "q2").exists()

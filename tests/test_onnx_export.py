@@ -187,10 +187,12 @@ def test_other_opsets(opset):
 
 
 def test_cli_writes_file(tmp_path):
-    random_graph("mgu", rank=4).save(tmp_path)
+    model = tmp_path / "model"
+    model.mkdir()
+    random_graph("mgu", rank=4).save(model)
     out = tmp_path / "m.onnx"
     r = subprocess.run(
-        [sys.executable, "-m", "stapes", "export-onnx", str(tmp_path), "--out", str(out), "--lowrank", "dense"],
+        [sys.executable, "-m", "stapes", "export-onnx", str(model), "--out", str(out), "--lowrank", "dense"],
         capture_output=True,
         text=True,
     )

@@ -239,3 +239,20 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path):
     models = tmp_path / "out" / "cache" / "models"
     for entry in models.iterdir() if models.is_dir() else []:
         assert entry.name.startswith(".") or (entry / "params.json").is_file(), entry
+
+
+def test_without_a_profile_the_quick_one_runs_and_its_time_is_printed_first(tmp_path, monkeypatch, capsys):
+    """`stapes paper` alone must not start the hour-long run: it takes the quick profile and says
+    what that costs before any work."""
+    from stapes.experiments import runner
+
+    seen = {}
+
+    def fake_suite(out, settings, **kwargs):
+        seen["profile"] = settings.name
+        seen["announced"] = "about 3 minutes" in capsys.readouterr().err
+        return {"failed": []}
+
+    monkeypatch.setattr(runner, "run_suite", fake_suite)
+    assert main(["paper", "--out", str(tmp_path / "p"), "--no-progress"]) == 0
+    assert seen == {"profile": "quick", "announced": True}

@@ -50,9 +50,10 @@ def test_sweep_needs_a_task_and_valid_ranks():
 
 
 def test_cli_sweep_writes_csv_json_png(tmp_path, capsys):
-    random_graph("mgu", n=6, i=5, o=3, task=MEM).save(tmp_path)
+    (tmp_path / "m").mkdir()
+    random_graph("mgu", n=6, i=5, o=3, task=MEM).save(tmp_path / "m")
     out = tmp_path / "s"
-    assert main(["sweep", str(tmp_path), "--out", str(out)]) == 0
+    assert main(["sweep", str(tmp_path / "m"), "--out", str(out)]) == 0
     res = json.loads((out / "sweep.json").read_text())
     assert [r["rank"] for r in res["rows"]] == [6, 5, 4, 3, 2, 1]
     with open(out / "sweep.csv") as f:
@@ -66,9 +67,10 @@ def test_cli_sweep_writes_csv_json_png(tmp_path, capsys):
     "args", [["--ranks", "0,3"], ["--ranks", "7"], ["--ranks", "a"], ["--finetune", "-1"], ["--finetune-ranks", "3"]]
 )
 def test_cli_sweep_user_errors_exit_2(tmp_path, args):
-    random_graph("mgu", n=6, i=5, o=3, task=MEM).save(tmp_path)
+    (tmp_path / "m").mkdir()
+    random_graph("mgu", n=6, i=5, o=3, task=MEM).save(tmp_path / "m")
     try:
-        code = main(["sweep", str(tmp_path), "--out", str(tmp_path / "s"), *args])
+        code = main(["sweep", str(tmp_path / "m"), "--out", str(tmp_path / "s"), *args])
     except SystemExit as e:  # argparse rejects the value itself
         code = e.code
     assert code == 2

@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 
 from stapes._version import __version__
 from stapes.cli import commands as _commands_pkg
 from stapes.errors import CheckFailed, UserError
+from stapes.fsutil import checked_outputs
 
 # Order in `stapes --help`: the pipeline's order; unknown modules follow alphabetically.
 _ORDER = [
@@ -77,17 +80,40 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    previous = _handle_sigterm()
     try:
-        return int(args._run(args) or 0)
+        with checked_outputs():
+            return int(args._run(args) or 0)
     except UserError as e:
         print(f"stapes {args.command}: error: {e}", file=sys.stderr)
         return UserError.exit_code
     except CheckFailed as e:
         print(f"stapes {args.command}: check failed: {e}", file=sys.stderr)
         return CheckFailed.exit_code
-    except KeyboardInterrupt:
-        print(f"stapes {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        print(f"stapes {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        if previous is not False:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: the same cleanup runs (temporary
+    outputs removed, worker processes stopped), and the exit status is 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _handle_sigterm():
+    """Make SIGTERM raise :class:`Terminated`; returns the previous handler (False: not installed,
+    outside the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":

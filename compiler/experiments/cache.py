@@ -37,6 +37,10 @@ class RunCache:
         # Served from the cache vs computed, for results and for trained models separately.
         self.stats = {"results_cached": 0, "results_computed": 0, "models_cached": 0, "models_trained": 0}
 
+    def folders(self) -> tuple[Path, Path]:
+        """The folders entries are written in (temporary ones beside them while they are)."""
+        return self.root / "runs", self.root / "models"
+
     def result_path(self, kind: str, params: dict) -> Path:
         return self.root / "runs" / f"{kind}-{run_key(kind, params)}.json"
 

@@ -5,12 +5,18 @@ means no two workers ever train the same one), then the units themselves. Every 
 written atomically under a content key, so the workers need no coordination; the runner's
 sequential pass afterwards only reads. A unit or model that fails in a worker is simply left out of
 the cache: the sequential pass computes it again and reports its error the usual way.
+
+Stopping (Ctrl-C or SIGTERM in the parent, or the parent dying): every worker gets SIGTERM, which
+it turns into SystemExit, so the temporary folder it was writing is removed on the way out; the
+parent joins every worker before it returns, and a worker whose parent died stops by itself.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import time
 from pathlib import Path
 
 from stapes.experiments.cache import RunCache
@@ -66,7 +72,7 @@ def prefill(out: Path, settings: Settings, plan: list, workers: int, progress: b
                     done[phase] += 1
         pool.close()
     except BaseException:
-        pool.terminate()  # Ctrl-C: stop the workers now; every cache entry is atomic, so none is half-written
+        _stop_workers(pool)  # Ctrl-C / SIGTERM: stop the workers now; every cache entry is atomic
         raise
     finally:
         pool.join()
@@ -78,23 +84,69 @@ def prefill(out: Path, settings: Settings, plan: list, workers: int, progress: b
     return {**done, "failures": failures}
 
 
+def _stop_workers(pool, grace: float = 10.0) -> None:
+    """SIGTERM each worker first, so it removes its temporary folder and releases the task
+    queue's lock on the way out (Pool.terminate would wait for that lock, held by an idle worker,
+    before it signals anyone), then terminate the pool; a worker still alive after `grace`
+    seconds is killed."""
+    workers = list(getattr(pool, "_pool", ()))
+    for w in workers:
+        if w.exitcode is None:
+            w.terminate()
+    deadline = time.monotonic() + grace
+    for w in workers:
+        w.join(max(0.0, deadline - time.monotonic()))
+        if w.exitcode is None:
+            w.kill()
+    pool.terminate()
+
+
 def _run_job(job: tuple) -> str | None:
     fn, *args = job
-    return fn(*args)
+    try:
+        return fn(*args)
+    except SystemExit as e:  # SIGTERM (see _exit_on_sigterm): the job has cleaned up while unwinding,
+        os._exit(e.code if isinstance(e.code, int) else 1)  # so skip the second-long interpreter teardown
 
 
 def _init_worker() -> None:
-    import signal
     import threading
 
     import torch
     from tqdm import tqdm
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it terminates the pool)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _watch_parent()
     # tqdm's default lock holds a multiprocessing semaphore, which a terminated worker would leak
     # (and the resource tracker would warn about); the worker's bars never leave the process.
     tqdm.set_lock(threading.RLock())
     torch.set_num_threads(1)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    """The first SIGTERM becomes SystemExit, which unwinds the job: the temporary cache folder it
+    was writing is removed. Later ones are ignored so that cleanup is not cut short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
+
+
+def _watch_parent() -> None:
+    """Stop this worker (as SIGTERM would) as soon as the parent process is gone, however it
+    ended: a worker never outlives the `stapes paper` that started it."""
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    main = threading.main_thread().ident
+
+    def watch() -> None:
+        parent.join()
+        signal.pthread_kill(main, signal.SIGTERM)  # to the main thread: it interrupts a blocking read
+
+    threading.Thread(target=watch, name="stapes-parent-watch", daemon=True).start()
 
 
 def _train_one(cache_root: str, spec: dict) -> str | None:

@@ -11,6 +11,7 @@ from stapes.experiments.context import Context, describe
 from stapes.experiments.experiment import Experiment, Section
 from stapes.experiments.registry import EXPERIMENTS
 from stapes.experiments.settings import Settings
+from stapes.fsutil import remove_stale
 
 
 def select(only: list[str] | None) -> list[Experiment]:
@@ -42,6 +43,8 @@ def run_suite(
 
     t0 = time.time()
     ctx = Context(out, settings)
+    for folder in (ctx.out, ctx.figures_dir, *ctx.cache.folders()):
+        remove_stale(folder)  # what a run that was killed left half-written
     experiments = select(only)
     plan = [(e, u) for e in experiments for u in e.units(settings)]
     done: dict[str, list[tuple[dict, dict]]] = {e.id: [] for e in experiments}

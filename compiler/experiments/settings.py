@@ -143,6 +143,15 @@ def rank_grid(n: int, points: int) -> list[int]:
     return sorted(ranks | {n})
 
 
+# What each profile costs on a 2-core machine (measured; printed before a run starts).
+PROFILE_TIME = {
+    "tiny": "seconds",
+    "quick": "about 3 minutes on one core",
+    "medium": "about 40 minutes with --workers 2",
+    "full": "about an hour with --workers 2 (2 hours of CPU)",
+}
+
+
 def profile(name: str, seeds: int | None = None) -> Settings:
     from stapes.errors import UserError
 

@@ -13,7 +13,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from stapes.errors import UserError
-from stapes.ir.float_graph import FloatGraph, LowRank, matvec
+from stapes.ir.float_graph import FloatGraph, LowRank, as_real, matvec
+
+# Calibration runs the float graph on every frame: frames x max(hidden, inputs) values at most.
+MAX_CALIBRATION_VALUES = 1 << 27
+# The largest magnitude an int16 format holds (frac >= -32, stapes.ir.qgraph.QFormat).
+RANGE_MAX = 32767 * 2.0**32
 
 
 @dataclass(frozen=True)
@@ -38,11 +43,48 @@ def _gate_mats(graph: FloatGraph) -> dict:
 
 def calibrate(graph: FloatGraph, x: np.ndarray) -> Ranges:
     """Run the float graph on x (B, T, I) and record the max magnitudes the quantizer needs."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 3 or x.shape[2] != graph.input_size or x.shape[0] * x.shape[1] == 0:
-        raise UserError(f"calibration data: expected shape (batch, time, {graph.input_size}), got {x.shape}")
+    x = _calibration_array(graph, x)
+    with np.errstate(all="ignore"):  # huge weights overflow to Inf: checked below, not warned about
+        ranges = _data_ranges(graph, x)
+    _check_ranges(graph, ranges, "on the calibration data")
+    return ranges
+
+
+def _calibration_array(graph: FloatGraph, x) -> np.ndarray:
+    """The calibration inputs as float64 (B, T, I), or a UserError saying what is wrong with them."""
+    arr = as_real("calibration data", x)
+    if arr.ndim != 3 or arr.shape[2] != graph.input_size or arr.shape[0] * arr.shape[1] == 0:
+        raise UserError(f"calibration data: expected shape (batch, time, {graph.input_size}), got {arr.shape}")
+    frames = arr.shape[0] * arr.shape[1]
+    if frames * max(graph.hidden_size, graph.input_size) > MAX_CALIBRATION_VALUES:
+        raise UserError(
+            f"calibration data: {frames} frames is too many for hidden size {graph.hidden_size} "
+            f"(at most {MAX_CALIBRATION_VALUES // max(graph.hidden_size, graph.input_size)})"
+        )
+    x = arr.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise UserError("calibration data: contains NaN or Inf")
+    if not np.any(x):
+        raise UserError(
+            "calibration data: every value is 0, so it says nothing about the input range "
+            "(calibrate on real inputs, or quantize without calibration data and an input range)"
+        )
+    return x
+
+
+def _check_ranges(graph: FloatGraph, r: Ranges, where: str) -> None:
+    """Every range is finite, and the ranges that formats are made from fit an int16 format."""
+    values = {"input": r.input_max, "output": r.output_max, **r.pre_max, **r.z_max}
+    bad = [k for k, v in values.items() if not np.isfinite(v)]
+    if bad:
+        raise UserError(f"the range of {bad[0]} overflows float64 {where}: the weights are too large for fixed point")
+    formats = {"input": r.input_max, **({"output": r.output_max} if graph.readout.activation == "linear" else {})}
+    for name, v in formats.items():
+        if v > RANGE_MAX:
+            raise UserError(f"the {name} range {v:.3g} {where} is beyond any int16 format (at most {RANGE_MAX:.3g})")
+
+
+def _data_ranges(graph: FloatGraph, x: np.ndarray) -> Ranges:
     _, states = graph.run(x)
     bsz, steps, n = states.shape
     prev = np.concatenate([np.zeros((bsz, 1, n)), states[:, :-1]], axis=1).reshape(-1, n)
@@ -66,8 +108,17 @@ def calibrate(graph: FloatGraph, x: np.ndarray) -> Ranges:
 
 def analytic_ranges(graph: FloatGraph, input_bound: float) -> Ranges:
     """Worst-case bounds with |x| <= input_bound and |h| <= 1 (no data: e.g. ONNX imports)."""
-    if not input_bound > 0:
-        raise UserError(f"input bound must be positive, got {input_bound}")
+    if isinstance(input_bound, bool) or not isinstance(input_bound, (int, float, np.integer, np.floating)):
+        raise UserError(f"input bound must be a number, got {input_bound!r}")
+    if not 0 < input_bound < np.inf:
+        raise UserError(f"input bound must be positive and finite, got {input_bound}")
+    with np.errstate(all="ignore"):  # huge weights overflow to Inf: checked below, not warned about
+        ranges = _analytic(graph, float(input_bound))
+    _check_ranges(graph, ranges, f"for |x| <= {input_bound:g}")
+    return ranges
+
+
+def _analytic(graph: FloatGraph, input_bound: float) -> Ranges:
     pre_max, z_max = {}, {}
     for name, (w, u, b) in _gate_mats(graph).items():
         ud = u.dense() if isinstance(u, LowRank) else u

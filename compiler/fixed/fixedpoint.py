@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stapes.errors import UserError
 from stapes.ir.contract import (  # noqa: F401  (re-exported: the twins and their constants in one place)
     INT16_MAX,
     INT16_MIN,
@@ -131,18 +132,23 @@ def frac_to_fit(max_abs, bits: int) -> np.ndarray:
     """The largest frac with round(max_abs * 2^frac) <= 2^(bits-1) - 1 (per element of max_abs;
     a zero max gets a large frac that callers cap)."""
     max_abs = np.atleast_1d(np.asarray(max_abs, dtype=np.float64))
+    if not np.all(np.isfinite(max_abs)):
+        raise UserError("a value range is not finite (NaN or Inf): the weights or inputs are too large for fixed point")
     limit = (1 << (bits - 1)) - 1
     out = np.empty(max_abs.shape, dtype=np.int64)
     for i, m in enumerate(max_abs):
         if m <= 0:
             out[i] = 64
             continue
-        f = int(np.floor(np.log2(limit / m)))
+        with np.errstate(over="ignore"):
+            ratio = limit / m  # inf for m below ~1e-304: then the guess comes from the two logarithms
+        f = int(np.floor(np.log2(ratio) if np.isfinite(ratio) else np.log2(limit) - np.log2(m)))
         # log2 is only a first guess (platform libm may differ by an ulp); scaling by powers of
-        # two is exact, so these loops make the result the same everywhere.
-        while np.floor(m * 2.0**f + 0.5) > limit:
+        # two is exact (ldexp: also where 2.0**f itself would overflow), so these loops make the
+        # result the same everywhere.
+        while np.floor(np.ldexp(m, f) + 0.5) > limit:
             f -= 1
-        while np.floor(m * 2.0 ** (f + 1) + 0.5) <= limit:
+        while np.floor(np.ldexp(m, f + 1) + 0.5) <= limit:
             f += 1
         out[i] = f
     return out

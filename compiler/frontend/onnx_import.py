@@ -48,6 +48,7 @@ STEP_SELECT_OPS = ("Gather", "Slice")
 UNSUPPORTED_RECURRENT = ("LSTM", "Loop", "If")
 VERIFY_TOL = 1e-4  # |onnxruntime - FloatGraph| <= tol * (1 + |value|), both in float32 inputs
 TIE_TOL = 1e-6  # relative: GRU z weights must be the negated r weights to this precision
+MAX_ONNX_BYTES = 1 << 30  # the model file, and its external weight data together
 
 
 @dataclass
@@ -72,7 +73,13 @@ def load_model(path: str | Path):
     path = Path(path)
     if not path.is_file():
         _fail(f"{path}: no such file")
-    data = path.read_bytes()
+    try:
+        size = path.stat().st_size
+        if size > MAX_ONNX_BYTES:
+            _fail(f"{path}: {size} bytes; an ONNX model here is at most {MAX_ONNX_BYTES >> 20} MiB")
+        data = path.read_bytes()
+    except OSError as e:
+        _fail(f"{path}: cannot read ({e.strerror or e})")
     if not data:
         _fail(f"{path}: empty file, not an ONNX model")
     try:
@@ -82,12 +89,32 @@ def load_model(path: str | Path):
         _fail(f"{path}: not an ONNX model (protobuf parse failed: {why})")
     if not model.HasField("graph") or len(model.graph.node) == 0:
         _fail(f"{path}: not an ONNX model with a graph (no nodes found)")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        _check_external_size(path, external)
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as e:
-            _fail(f"{path}: external weight data cannot be read ({e})")
+        except Exception as e:  # OSError, ValueError, onnx's ValidationError (a path outside the folder), ...
+            why = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            _fail(f"{path}: external weight data cannot be read ({why})")
     return model
+
+
+def _check_external_size(path: Path, tensors) -> None:
+    """The external data files together stay below MAX_ONNX_BYTES (checked before reading them)."""
+    files = set()
+    for t in tensors:
+        location = next((kv.value for kv in t.external_data if kv.key == "location"), None)
+        if location:
+            files.add(path.parent / location)
+    total = 0
+    for f in files:
+        try:
+            total += f.stat().st_size if f.is_file() else 0
+        except (OSError, ValueError):
+            continue  # onnx names the problem when it opens the file
+    if total > MAX_ONNX_BYTES:
+        _fail(f"{path}: {total} bytes of external weight data; at most {MAX_ONNX_BYTES >> 20} MiB are read")
 
 
 def _check_model(model, name: str) -> None:
@@ -623,7 +650,12 @@ def import_onnx(path: str | Path) -> FloatGraph:
     """An ONNX file -> FloatGraph (task None), verified against onnxruntime."""
     path = Path(path)
     model = load_model(path)
-    graph, facts = analyse(model, str(path))
+    try:
+        graph, facts = analyse(model, str(path))
+    except UserError as e:  # the IR's own checks (e.g. a size limit) do not know the file
+        if str(path) in str(e):
+            raise
+        raise UserError(f"{path}: {e}") from None
     err = _verify(model, graph, facts, str(path))
     provenance = {
         "source": str(path),

@@ -30,11 +30,24 @@ from stapes.frontend.extract import to_graph
 from stapes.frontend.losses import task_loss
 from stapes.frontend.models import ModelConfig, RecurrentModel
 from stapes.fsutil import atomic_dir, read_versioned_json, write_json
+from stapes.ir.float_graph import MAX_HIDDEN, MAX_INPUTS, MAX_OUTPUTS
 from stapes.tasks import Batch, Task
 
 CHECKPOINT_FORMAT = "stapes.checkpoint"
 CHECKPOINT_VERSION = 1
 _STEP_SEED_STRIDE = 2**20
+
+# Limits, checked before anything is allocated (the hidden, input and output sizes are the IR's,
+# stapes.ir.float_graph.MAX_*): far above what a microcontroller model needs, far below what
+# would exhaust a workstation.
+MAX_TRAIN_STEPS = 1_000_000
+MAX_BATCH = 4096
+MAX_EVAL_N = 65536
+MAX_THREADS = 256
+MAX_SEQUENCE_STEPS = 100_000  # time steps of one training sequence
+MAX_BATCH_VALUES = 1 << 28  # batch x time steps x max(hidden, inputs): what one step keeps for backprop
+MAX_CHECKPOINT_BYTES = 1 << 30
+_LIMITS = {"steps": MAX_TRAIN_STEPS, "batch": MAX_BATCH, "eval_every": MAX_TRAIN_STEPS, "eval_n": MAX_EVAL_N}
 
 
 @dataclass
@@ -54,13 +67,45 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            limit = _LIMITS.get(name, MAX_THREADS)
+            if value > limit:
+                raise UserError(f"{name} must be at most {limit}, got {value}")
+        if not (_is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"learning rate must be positive, got {self.lr!r}")
-        if not self.clip >= 0:
-            raise UserError(f"clip must be >= 0, got {self.clip!r}")
+        if not (_is_real(self.clip) and math.isfinite(self.clip) and self.clip >= 0):
+            raise UserError(f"clip must be a finite number >= 0, got {self.clip!r}")
+        if self.target is not None and not (_is_real(self.target) and math.isfinite(self.target)):
+            raise UserError(f"target must be a finite number, got {self.target!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise UserError(f"seed must be an integer in 0..2^32-1, got {self.seed!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_sizes(task: Task, hidden_size: int, batch: int) -> None:
+    """The model and one training batch fit the limits (checked before anything is allocated)."""
+    if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or not 1 <= hidden_size <= MAX_HIDDEN:
+        raise UserError(f"hidden size must be an integer in 1..{MAX_HIDDEN}, got {hidden_size!r}")
+    if task.input_size > MAX_INPUTS or task.output_size > MAX_OUTPUTS:
+        raise UserError(
+            f"task {task.name} has {task.input_size} inputs and {task.output_size} outputs "
+            f"(at most {MAX_INPUTS} and {MAX_OUTPUTS})"
+        )
+    steps = getattr(task, "steps", None)
+    if isinstance(steps, int):
+        if steps > MAX_SEQUENCE_STEPS:
+            raise UserError(f"task {task.name}: sequences of {steps} steps (at most {MAX_SEQUENCE_STEPS})")
+        values = batch * steps * max(hidden_size, task.input_size)
+        if values > MAX_BATCH_VALUES:
+            raise UserError(
+                f"a batch of {batch} sequences of {steps} steps at hidden size {hidden_size} is too large "
+                f"({values:.3g} values; at most {MAX_BATCH_VALUES:.3g}): use a smaller --batch or --hidden"
+            )
 
 
 # Recommended settings per task (defaults of `stapes train` and `stapes demo`). Memorization: the MGU
@@ -280,6 +325,7 @@ def train_new(
         raise UserError(f"hidden size must be a positive integer, got {hidden_size!r}")
     fields = {**default_settings(task.name, cell), **{k: v for k, v in settings.items() if v is not None}}
     train_cfg = TrainConfig(**fields)
+    check_sizes(task, hidden_size, train_cfg.batch)
     model_cfg = model_config_for(task, cell, hidden_size, **(model_options or {}))
     model = RecurrentModel(model_cfg, seed=train_cfg.seed)
     metrics = train(model, task, train_cfg, progress=progress)
@@ -323,7 +369,9 @@ def save_checkpoint(
 
 
 def load_checkpoint(folder: str | Path) -> tuple[RecurrentModel, dict]:
-    """(model, config) from a folder written by :func:`save_checkpoint`."""
+    """(model, config) from a folder written by :func:`save_checkpoint`. Every problem (missing,
+    damaged or foreign files, a config outside the limits, tensors that are not finite real
+    floats or do not fit the config) is a one-line UserError naming the file."""
     folder = Path(folder)
     config_path, state_path = folder / "config.json", folder / "model.pt"
     if not folder.is_dir():
@@ -331,11 +379,44 @@ def load_checkpoint(folder: str | Path) -> tuple[RecurrentModel, dict]:
     if not config_path.is_file() or not state_path.is_file():
         raise UserError(f"{folder}: not a training checkpoint (config.json and model.pt expected)")
     config = read_versioned_json(config_path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
+    model_cfg = config.get("model")
+    if not isinstance(model_cfg, dict):
+        raise UserError(f"{config_path}: model must be an object, got {model_cfg!r:.60}")
+    for key, limit in (("hidden_size", MAX_HIDDEN), ("input_size", MAX_INPUTS), ("output_size", MAX_OUTPUTS)):
+        value = model_cfg.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            raise UserError(f"{config_path}: model.{key} {value} is larger than {limit}")
+    for key in ("spectral_radius", "input_scale", "gate_bias"):
+        value = model_cfg.get(key, 0.0)
+        if value is not None and not (_is_real(value) and math.isfinite(value)):
+            raise UserError(f"{config_path}: model.{key} must be a finite number, got {value!r:.60}")
     try:
-        model = RecurrentModel(ModelConfig(**config["model"]), seed=0)
-    except (TypeError, KeyError) as e:
-        raise UserError(f"{config_path}: invalid model config ({e})") from None
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model = RecurrentModel(ModelConfig(**model_cfg), seed=0)
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise UserError(
+            f"{config_path}: invalid model config ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
+    except UserError as e:
+        raise UserError(f"{config_path}: {e}") from None
+    size = state_path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise UserError(f"{state_path}: {size} bytes; a checkpoint here is at most {MAX_CHECKPOINT_BYTES >> 20} MiB")
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zipfile and torch raise many types for a damaged file
+        why = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+        raise UserError(
+            f"{state_path}: not a readable torch checkpoint ({type(e).__name__}{': ' + why[:200] if why else ''})"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise UserError(f"{state_path}: not a state dict (a mapping of names to tensors)")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"{state_path}: {key} is a {type(value).__name__}, not a tensor")
+        if not value.dtype.is_floating_point:
+            raise UserError(f"{state_path}: {key} has dtype {value.dtype}; real floats expected")
+        if not bool(torch.isfinite(value).all()):
+            raise UserError(f"{state_path}: {key} contains NaN or Inf")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

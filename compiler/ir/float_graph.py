@@ -32,6 +32,35 @@ from stapes.ir.arrays import FrozenValue, frozen_array
 FORMAT_VERSION = 1
 READOUT_MODES = ("per_step", "final")
 READOUT_ACTIVATIONS = ("linear", "sigmoid")
+# Size limits of the IR (a graph beyond them cannot exist, so no later stage allocates for one):
+# far above what a microcontroller runs, far below what would exhaust a workstation.
+MAX_HIDDEN = 4096
+MAX_INPUTS = 4096
+MAX_OUTPUTS = 4096
+
+
+def as_real(name: str, a) -> np.ndarray:
+    """`a` as an array of real numbers (floats or integers): complex values (whose imaginary part
+    a cast would drop), booleans, strings, objects and ragged nesting are a UserError naming `name`."""
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{name}: not a numeric array ({e})") from None
+    if arr.dtype.kind not in "fiu":
+        what = "complex values" if arr.dtype.kind == "c" else f"dtype {arr.dtype}"
+        raise UserError(f"{name}: expected real numbers, got {what}")
+    return arr
+
+
+def real_array(name: str, a, ndim: int) -> np.ndarray:
+    """:func:`frozen_array` as float64 of :func:`as_real`."""
+    return frozen_array(name, as_real(name, a), np.float64, ndim)
+
+
+def check_size(name: str, value: int, limit: int) -> None:
+    """1 <= value <= limit, or a UserError naming the size."""
+    if not 1 <= value <= limit:
+        raise UserError(f"{name} {value} is outside 1..{limit}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,9 +72,9 @@ class LowRank(FrozenValue):
     sigma: np.ndarray
 
     def __post_init__(self):
-        object.__setattr__(self, "a", frozen_array("LowRank.a", self.a, np.float64, 2))
-        object.__setattr__(self, "b", frozen_array("LowRank.b", self.b, np.float64, 2))
-        object.__setattr__(self, "sigma", frozen_array("LowRank.sigma", self.sigma, np.float64, 1))
+        object.__setattr__(self, "a", real_array("LowRank.a", self.a, 2))
+        object.__setattr__(self, "b", real_array("LowRank.b", self.b, 2))
+        object.__setattr__(self, "sigma", real_array("LowRank.sigma", self.sigma, 1))
         r = self.sigma.shape[0]
         if r < 1 or self.a.shape[1] != r or self.b.shape[0] != r:
             raise UserError(f"LowRank: inconsistent rank: a {self.a.shape}, b {self.b.shape}, sigma {self.sigma.shape}")
@@ -88,7 +117,15 @@ def matvec(m: Matrix, h: np.ndarray) -> np.ndarray:
 def _as_matrix(name: str, m) -> Matrix:
     if isinstance(m, LowRank):
         return m
-    return frozen_array(name, m, np.float64, 2)
+    return real_array(name, m, 2)
+
+
+def _check_cell_sizes(kind: str, n: int, i: int, recurrent: dict) -> None:
+    check_size(f"{kind}: hidden size", n, MAX_HIDDEN)
+    check_size(f"{kind}: input size", i, MAX_INPUTS)
+    for name, m in recurrent.items():
+        if isinstance(m, LowRank) and m.rank > n:
+            raise UserError(f"{kind}.{name}: rank {m.rank} is larger than the hidden size {n}")
 
 
 def _check_shape(name: str, arr, shape):
@@ -107,12 +144,13 @@ class RNNCell(FrozenValue):
     kind = "rnn"
 
     def __post_init__(self):
-        object.__setattr__(self, "w", frozen_array("rnn.w", self.w, np.float64, 2))
+        object.__setattr__(self, "w", real_array("rnn.w", self.w, 2))
         object.__setattr__(self, "u", _as_matrix("rnn.u", self.u))
-        object.__setattr__(self, "b", frozen_array("rnn.b", self.b, np.float64, 1))
+        object.__setattr__(self, "b", real_array("rnn.b", self.b, 1))
         n, i = self.w.shape
         _check_shape("rnn.u", self.u, (n, n))
         _check_shape("rnn.b", self.b, (n,))
+        _check_cell_sizes("rnn", n, i, self.recurrent())
 
     @property
     def hidden_size(self) -> int:
@@ -143,9 +181,9 @@ class MGUCell(FrozenValue):
 
     def __post_init__(self):
         for name in ("w_f", "w_h"):
-            object.__setattr__(self, name, frozen_array(f"mgu.{name}", getattr(self, name), np.float64, 2))
+            object.__setattr__(self, name, real_array(f"mgu.{name}", getattr(self, name), 2))
         for name in ("b_f", "b_h"):
-            object.__setattr__(self, name, frozen_array(f"mgu.{name}", getattr(self, name), np.float64, 1))
+            object.__setattr__(self, name, real_array(f"mgu.{name}", getattr(self, name), 1))
         for name in ("u_f", "u_h"):
             object.__setattr__(self, name, _as_matrix(f"mgu.{name}", getattr(self, name)))
         n, i = self.w_f.shape
@@ -154,6 +192,7 @@ class MGUCell(FrozenValue):
             _check_shape(f"mgu.{name}", getattr(self, name), (n, n))
         for name in ("b_f", "b_h"):
             _check_shape(f"mgu.{name}", getattr(self, name), (n,))
+        _check_cell_sizes("mgu", n, i, self.recurrent())
 
     @property
     def hidden_size(self) -> int:
@@ -174,6 +213,7 @@ class MGUCell(FrozenValue):
 
 Cell = RNNCell | MGUCell
 CELL_TYPES = {"rnn": RNNCell, "mgu": MGUCell}
+RECURRENT_FIELDS = {"rnn": ("u",), "mgu": ("u_f", "u_h")}  # the fields that may be LowRank
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,9 +226,10 @@ class Readout(FrozenValue):
     activation: str = "linear"
 
     def __post_init__(self):
-        object.__setattr__(self, "w", frozen_array("readout.w", self.w, np.float64, 2))
-        object.__setattr__(self, "b", frozen_array("readout.b", self.b, np.float64, 1))
+        object.__setattr__(self, "w", real_array("readout.w", self.w, 2))
+        object.__setattr__(self, "b", real_array("readout.b", self.b, 1))
         _check_shape("readout.b", self.b, (self.w.shape[0],))
+        check_size("readout: output size", self.w.shape[0], MAX_OUTPUTS)
         if self.mode not in READOUT_MODES:
             raise UserError(f"readout.mode {self.mode!r} is not one of {READOUT_MODES}")
         if self.activation not in READOUT_ACTIVATIONS:
@@ -211,10 +252,16 @@ class FloatGraph(FrozenValue):
     def __post_init__(self):
         if not isinstance(self.cell, (RNNCell, MGUCell)):
             raise UserError(f"FloatGraph.cell must be an RNNCell or MGUCell, got {type(self.cell).__name__}")
+        if not isinstance(self.readout, Readout):
+            raise UserError(f"FloatGraph.readout must be a Readout, got {type(self.readout).__name__}")
         if self.readout.w.shape[1] != self.cell.hidden_size:
             raise UserError(
                 f"readout.w: expected {self.cell.hidden_size} columns (hidden size), got {self.readout.w.shape[1]}"
             )
+        if self.task is not None and not isinstance(self.task, dict):
+            raise UserError(f"FloatGraph.task must be a dict or None, got {type(self.task).__name__}")
+        if not isinstance(self.provenance, dict):
+            raise UserError(f"FloatGraph.provenance must be a dict, got {type(self.provenance).__name__}")
 
     # ---- shape ------------------------------------------------------------------------
     @property
@@ -292,6 +339,9 @@ class FloatGraph(FrozenValue):
 
     @classmethod
     def load(cls, folder: str | Path) -> FloatGraph:
+        """Read a model folder; every problem (unreadable or damaged files, missing or wrong-typed
+        keys, arrays of the wrong dtype or shape, sizes that disagree, values the IR rejects) is a
+        one-line UserError naming the file."""
         meta, arrays = read_versioned(
             folder,
             "graph",
@@ -300,23 +350,91 @@ class FloatGraph(FrozenValue):
             "not a stapes model folder (graph.json and graph.npz expected)",
         )
         meta_path, npz_path = Path(folder) / "graph.json", Path(folder) / "graph.npz"
-        kind = meta["cell"]["kind"]
+        cell_meta = json_field(meta_path, meta, "cell", dict)
+        kind = json_field(meta_path, cell_meta, "kind", str, "cell")
         if kind not in CELL_TYPES:
-            raise UserError(f"{meta_path}: unknown cell kind {kind!r}")
-        try:
-            kwargs = {}
-            for name, m in meta["cell"]["matrices"].items():
-                if m["lowrank"]:
-                    kwargs[name] = LowRank(*(arrays[f"cell.{name}.{p}"] for p in ("a", "b", "sigma")))
-                else:
-                    kwargs[name] = arrays[f"cell.{name}"]
-            cell = CELL_TYPES[kind](**kwargs)
-            readout = Readout(
-                arrays["readout.w"], arrays["readout.b"], meta["readout"]["mode"], meta["readout"]["activation"]
+            raise UserError(f"{meta_path}: unknown cell kind {kind!r} (expected one of {sorted(CELL_TYPES)})")
+        matrices = json_field(meta_path, cell_meta, "matrices", dict, "cell")
+        names = [f.name for f in dataclasses.fields(CELL_TYPES[kind])]
+        if sorted(matrices) != sorted(names):
+            raise UserError(f"{meta_path}: cell.matrices lists {sorted(matrices)}; a {kind} cell has {sorted(names)}")
+        parts, ranks = {}, {}
+        for name in names:
+            m = json_field(meta_path, matrices, name, dict, "cell.matrices")
+            if json_field(meta_path, m, "lowrank", bool, f"cell.matrices.{name}"):
+                if name not in RECURRENT_FIELDS[kind]:
+                    raise UserError(
+                        f"{meta_path}: cell.matrices.{name} cannot be low rank (only {RECURRENT_FIELDS[kind]})"
+                    )
+                ranks[name] = json_field(meta_path, m, "rank", int, f"cell.matrices.{name}")
+                parts[name] = tuple(f"cell.{name}.{p}" for p in ("a", "b", "sigma"))
+            else:
+                parts[name] = (f"cell.{name}",)
+        readout_meta = json_field(meta_path, meta, "readout", dict)
+        mode = json_field(meta_path, readout_meta, "mode", str, "readout")
+        activation = json_field(meta_path, readout_meta, "activation", str, "readout")
+        if mode not in READOUT_MODES or activation not in READOUT_ACTIVATIONS:
+            raise UserError(
+                f"{meta_path}: readout mode/activation {mode!r}/{activation!r} not among {READOUT_MODES}/{READOUT_ACTIVATIONS}"
             )
-        except KeyError as e:
-            raise UserError(f"{npz_path}: missing array {e}") from None
-        return cls(cell, readout, meta.get("task"), meta.get("provenance", {}))
+        task = meta.get("task")
+        if task is not None and not (isinstance(task, dict) and isinstance(task.get("name"), str)):
+            raise UserError(f"{meta_path}: task must be null or an object with a string name, got {task!r:.80}")
+        provenance = meta.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise UserError(f"{meta_path}: provenance must be an object, got {type(provenance).__name__}")
+        check_array_keys(npz_path, arrays, [k for ks in parts.values() for k in ks] + ["readout.w", "readout.b"])
+        for key, a in arrays.items():
+            if a.dtype.kind != "f":
+                raise UserError(f"{npz_path}: array {key!r} has dtype {a.dtype}; real floats expected")
+        try:
+            kwargs = {
+                name: LowRank(*(arrays[k] for k in keys)) if name in ranks else arrays[keys[0]]
+                for name, keys in parts.items()
+            }
+            cell = CELL_TYPES[kind](**kwargs)
+            readout = Readout(arrays["readout.w"], arrays["readout.b"], mode, activation)
+            graph = cls(cell, readout, task, provenance)
+        except UserError as e:
+            raise UserError(f"{npz_path}: {e}") from None
+        sizes = {
+            "cell.input_size": (cell_meta, "input_size", graph.input_size),
+            "cell.hidden_size": (cell_meta, "hidden_size", graph.hidden_size),
+            "readout.output_size": (readout_meta, "output_size", graph.output_size),
+            **{f"cell.matrices.{k}.rank": (matrices[k], "rank", getattr(cell, k).rank) for k in ranks},
+        }
+        for where, (d, key, actual) in sizes.items():
+            declared = json_field(meta_path, d, key, int, where.rpartition(".")[0])
+            if declared != actual:
+                raise UserError(f"{meta_path}: {where} is {declared} but graph.npz holds {actual}")
+        return graph
+
+
+def json_field(path: Path, d: dict, key: str, kind: type | tuple, where: str = ""):
+    """``d[key]`` of the JSON file `path`, checked to be of type `kind` (a bool is no int);
+    a missing key or a value of another type is a UserError naming the file and the key."""
+    full = f"{where}.{key}" if where else key
+    if key not in d:
+        raise UserError(f"{path}: missing key {full!r}")
+    value = d[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(_JSON_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+        raise UserError(f"{path}: {full} must be {names}, got {value!r:.60}")
+    return value
+
+
+_JSON_TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", bool: "true or false"}
+
+
+def check_array_keys(path: Path, arrays: dict, expected) -> None:
+    """The archive `path` holds exactly the arrays `expected`, or a UserError names the difference."""
+    missing = [k for k in expected if k not in arrays]
+    if missing:
+        raise UserError(f"{path}: missing array {missing[0]!r}")
+    extra = sorted(set(arrays) - set(expected))
+    if extra:
+        raise UserError(f"{path}: unexpected array {extra[0]!r} (the .json file does not describe it)")
 
 
 def is_model_folder(folder: str | Path) -> bool:

@@ -29,6 +29,15 @@ from stapes.errors import UserError
 from stapes.fsutil import read_versioned
 from stapes.ir import contract as fx
 from stapes.ir.arrays import FrozenValue, frozen_array, frozen_mapping
+from stapes.ir.float_graph import (
+    MAX_HIDDEN,
+    MAX_INPUTS,
+    MAX_OUTPUTS,
+    check_array_keys,
+    check_size,
+    json_field,
+    real_array,
+)
 
 FORMAT_VERSION = 1
 STATE_FRAC = 15
@@ -50,15 +59,20 @@ class QFormat:
     frac: int | tuple
 
     def __post_init__(self):
-        if self.bits not in _DTYPES:
-            raise UserError(f"QFormat: bits must be 8, 16 or 32, got {self.bits}")
+        if not _is_int(self.bits) or self.bits not in _DTYPES:
+            raise UserError(f"QFormat: bits must be 8, 16 or 32, got {self.bits!r:.40}")
         frac = self.frac
         if isinstance(frac, (list, tuple, np.ndarray)):
+            if not all(_is_int(f) for f in frac):
+                raise UserError(f"QFormat: per-row fracs must be integers, got {frac!r:.60}")
             frac = tuple(int(f) for f in frac)
             if not frac:
                 raise UserError("QFormat: empty per-row frac")
-        else:
+        elif _is_int(frac):
             frac = int(frac)
+        else:
+            raise UserError(f"QFormat: frac must be an integer or a list of them, got {frac!r:.60}")
+        object.__setattr__(self, "bits", int(self.bits))
         for f in frac if isinstance(frac, tuple) else (frac,):
             if not -32 <= f <= 64:
                 raise UserError(f"QFormat: frac {f} outside -32..64")
@@ -86,7 +100,13 @@ class QFormat:
 
     @classmethod
     def from_json(cls, d) -> QFormat:
+        if not isinstance(d, dict) or sorted(d) != ["bits", "frac"]:
+            raise UserError(f"QFormat: expected an object with bits and frac, got {d!r:.60}")
         return cls(d["bits"], tuple(d["frac"]) if isinstance(d["frac"], list) else d["frac"])
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,7 +116,16 @@ class QTensor(FrozenValue):
     fmt: QFormat
 
     def __post_init__(self):
-        ndim = np.asarray(self.data).ndim
+        if not isinstance(self.name, str):
+            raise UserError(f"QTensor: name must be a string, got {self.name!r:.40}")
+        if not isinstance(self.fmt, QFormat):
+            raise UserError(f"{self.name}: fmt must be a QFormat, got {type(self.fmt).__name__}")
+        try:
+            ndim = np.asarray(self.data).ndim
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{self.name}: not a numeric array ({e})") from None
+        if ndim not in (1, 2):
+            raise UserError(f"{self.name}: expected a vector or a matrix, got a {ndim}-d array")
         object.__setattr__(self, "data", frozen_array(self.name, self.data, _DTYPES[self.fmt.bits], ndim))
         if self.fmt.per_row:
             self.fmt.row_fracs(self.data.shape[0])
@@ -157,12 +186,14 @@ class QLowRank(FrozenValue):
     sigma: np.ndarray
 
     def __post_init__(self):
+        if self.a.data.ndim != 2 or self.b.data.ndim != 2:
+            raise UserError(f"{self.b.name}: low-rank factors must be matrices, got a {self.a.shape}, b {self.b.shape}")
         r = self.b.shape[0]
-        sigma = frozen_array(f"{self.b.name}.sigma", self.sigma, np.float64, 1)
+        sigma = real_array(f"{self.b.name}.sigma", self.sigma, 1)
         if r < 1 or sigma.shape != (r,) or self.a.shape[1] != r:
             raise UserError(f"{self.b.name}: inconsistent low-rank shapes a {self.a.shape}, b {self.b.shape}")
-        if np.any(np.diff(sigma) > 0):
-            raise UserError(f"{self.b.name}: sigma must be descending")
+        if np.any(np.diff(sigma) > 0) or np.any(sigma < 0):
+            raise UserError(f"{self.b.name}: sigma must be non-negative and descending")
         if self.z_fmt.bits != 16 or self.z_fmt.per_row:
             raise UserError(f"{self.b.name}: z must be one int16 format")
         object.__setattr__(self, "sigma", sigma)
@@ -189,8 +220,10 @@ class QGate(FrozenValue):
     activation: str
 
     def __post_init__(self):
-        if self.activation not in ACTIVATIONS:
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
             raise UserError(f"gate {self.name}: unknown activation {self.activation!r}")
+        if self.w.data.ndim != 2:
+            raise UserError(f"gate {self.name}: w must be a matrix, got shape {self.w.shape}")
         n, i = self.w.shape
         _check_weight(self.w, (n, i))
         if isinstance(self.u, QLowRank):
@@ -243,8 +276,14 @@ class QReadout(FrozenValue):
     out_fmt: QFormat
 
     def __post_init__(self):
-        if self.mode not in READOUT_MODES or self.activation not in READOUT_ACTIVATIONS:
+        if not (isinstance(self.mode, str) and isinstance(self.activation, str)) or (
+            self.mode not in READOUT_MODES or self.activation not in READOUT_ACTIVATIONS
+        ):
             raise UserError(f"readout: bad mode/activation {self.mode!r}/{self.activation!r}")
+        if self.w.data.ndim != 2:
+            raise UserError(f"readout: w must be a matrix, got shape {self.w.shape}")
+        if not isinstance(self.out_fmt, QFormat):
+            raise UserError("readout: out_fmt must be a QFormat")
         o, n = self.w.shape
         _check_weight(self.w, (o, n))
         if self.out_fmt.bits != 16 or self.out_fmt.per_row:
@@ -273,13 +312,22 @@ class QGraph(FrozenValue):
 
     def __post_init__(self):
         object.__setattr__(self, "gates", frozen_mapping(self.gates))
-        if self.kind not in GATE_NAMES:
+        if not isinstance(self.kind, str) or self.kind not in GATE_NAMES:
             raise UserError(f"QGraph: unknown cell kind {self.kind!r}")
-        if tuple(sorted(self.gates)) != tuple(sorted(GATE_NAMES[self.kind])):
+        if sorted(map(str, self.gates)) != sorted(GATE_NAMES[self.kind]):
             raise UserError(f"QGraph: a {self.kind} has gates {GATE_NAMES[self.kind]}, got {tuple(self.gates)}")
-        if self.input_fmt.bits != 16 or self.input_fmt.per_row:
+        if not all(isinstance(g, QGate) for g in self.gates.values()) or not isinstance(self.readout, QReadout):
+            raise UserError("QGraph: gates must be QGates and the readout a QReadout")
+        if not isinstance(self.input_fmt, QFormat) or self.input_fmt.bits != 16 or self.input_fmt.per_row:
             raise UserError("QGraph: the input is one int16 format")
+        if self.task is not None and not isinstance(self.task, dict):
+            raise UserError(f"QGraph.task must be a dict or None, got {type(self.task).__name__}")
+        if not isinstance(self.provenance, dict):
+            raise UserError(f"QGraph.provenance must be a dict, got {type(self.provenance).__name__}")
         n, i = self.gates["h"].w.shape
+        check_size("QGraph: hidden size", n, MAX_HIDDEN)
+        check_size("QGraph: input size", i, MAX_INPUTS)
+        check_size("QGraph: output size", self.readout.w.shape[0], MAX_OUTPUTS)
         bits = {t.fmt.bits for g in self.gates.values() for t in g.tensors() if t.fmt.bits != 32}
         bits.add(self.readout.w.fmt.bits)
         if len(bits) != 1:
@@ -400,6 +448,9 @@ class QGraph(FrozenValue):
 
     @classmethod
     def load(cls, folder: str | Path) -> QGraph:
+        """Read a QModel folder; every problem (unreadable or damaged files, missing or wrong-typed
+        keys, arrays of the wrong dtype or shape, formats and shifts that disagree, a content hash
+        that does not match) is a one-line UserError naming the file."""
         meta, arrays = read_versioned(
             folder,
             "qgraph",
@@ -407,19 +458,74 @@ class QGraph(FrozenValue):
             FORMAT_VERSION,
             "not a QModel folder (qgraph.json and qgraph.npz expected; make one with `stapes quantize`)",
         )
+        meta_path, npz_path = Path(folder) / "qgraph.json", Path(folder) / "qgraph.npz"
+
+        def fmt(d: dict, key: str, where: str) -> QFormat:
+            value = json_field(meta_path, d, key, dict, where)
+            try:
+                return QFormat.from_json(value)
+            except UserError as e:
+                raise UserError(f"{meta_path}: {where + '.' if where else ''}{key}: {e}") from None
+
+        kind = json_field(meta_path, meta, "kind", str)
+        if kind not in GATE_NAMES:
+            raise UserError(f"{meta_path}: unknown cell kind {kind!r} (expected one of {sorted(GATE_NAMES)})")
+        gates_meta = json_field(meta_path, meta, "gates", dict)
+        if sorted(gates_meta) != sorted(GATE_NAMES[kind]):
+            raise UserError(f"{meta_path}: gates {sorted(gates_meta)}; a {kind} has {sorted(GATE_NAMES[kind])}")
+        tensors_meta = json_field(meta_path, meta, "tensors", dict)
+        tensor_keys, other_keys, lowrank, z_fmts = [], [], {}, {}
+        for name in GATE_NAMES[kind]:
+            g = json_field(meta_path, gates_meta, name, dict, "gates")
+            json_field(meta_path, g, "activation", str, f"gates.{name}")
+            lowrank[name] = json_field(meta_path, g, "lowrank", bool, f"gates.{name}")
+            rec = [f"{name}.u.b", f"{name}.u.a"] if lowrank[name] else [f"{name}.u"]
+            tensor_keys += [f"{name}.w", *rec, f"{name}.bias"]
+            other_keys += [f"{name}.x_shift", f"{name}.h_shift"]
+            if lowrank[name]:
+                z_fmts[name] = fmt(g, "z_fmt", f"gates.{name}")
+                other_keys += [f"{name}.u.z_shift", f"{name}.u.sigma"]
+        tensor_keys += ["readout.w", "readout.bias"]
+        other_keys.append("readout.shift")
+        if sorted(tensors_meta) != sorted(tensor_keys):
+            raise UserError(f"{meta_path}: tensors lists {sorted(tensors_meta)}; expected {sorted(tensor_keys)}")
+        formats = {}
+        for key in tensor_keys:
+            t = json_field(meta_path, tensors_meta, key, dict, "tensors")
+            json_field(meta_path, t, "name", str, f"tensors.{key}")
+            formats[key] = fmt(t, "fmt", f"tensors.{key}")
+        r = json_field(meta_path, meta, "readout", dict)
+        mode = json_field(meta_path, r, "mode", str, "readout")
+        activation = json_field(meta_path, r, "activation", str, "readout")
+        out_fmt = fmt(r, "out_fmt", "readout")
+        input_fmt = fmt(meta, "input_fmt", "")
+        stored_hash = meta.get("hash")
+        if stored_hash is not None and not isinstance(stored_hash, str):
+            raise UserError(f"{meta_path}: hash must be a string, got {stored_hash!r:.60}")
+        task = meta.get("task")
+        if task is not None and not (isinstance(task, dict) and isinstance(task.get("name"), str)):
+            raise UserError(f"{meta_path}: task must be null or an object with a string name, got {task!r:.80}")
+        provenance = meta.get("provenance", {})
+        _check_provenance(meta_path, provenance)
+        check_array_keys(npz_path, arrays, tensor_keys + other_keys)
+        for key, a in arrays.items():
+            want = "f" if key.endswith(".sigma") else "iu"
+            if a.dtype.kind not in want:
+                raise UserError(
+                    f"{npz_path}: array {key!r} has dtype {a.dtype}; {'real floats' if want == 'f' else 'integers'} expected"
+                )
         try:
 
             def get(key):
-                t = meta["tensors"][key]
-                return QTensor(t["name"], arrays[key], QFormat.from_json(t["fmt"]))
+                return QTensor(tensors_meta[key]["name"], arrays[key], formats[key])
 
             gates = {}
-            for name, g in meta["gates"].items():
-                if g["lowrank"]:
+            for name in GATE_NAMES[kind]:
+                if lowrank[name]:
                     u = QLowRank(
                         get(f"{name}.u.b"),
                         get(f"{name}.u.a"),
-                        QFormat.from_json(g["z_fmt"]),
+                        z_fmts[name],
                         arrays[f"{name}.u.z_shift"],
                         arrays[f"{name}.u.sigma"],
                     )
@@ -432,32 +538,39 @@ class QGraph(FrozenValue):
                     get(f"{name}.bias"),
                     arrays[f"{name}.x_shift"],
                     arrays[f"{name}.h_shift"],
-                    g["activation"],
+                    gates_meta[name]["activation"],
                 )
-            r = meta["readout"]
             readout = QReadout(
-                get("readout.w"),
-                get("readout.bias"),
-                arrays["readout.shift"],
-                r["mode"],
-                r["activation"],
-                QFormat.from_json(r["out_fmt"]),
+                get("readout.w"), get("readout.bias"), arrays["readout.shift"], mode, activation, out_fmt
             )
-            graph = cls(
-                meta["kind"],
-                QFormat.from_json(meta["input_fmt"]),
-                gates,
-                readout,
-                meta.get("task"),
-                meta.get("provenance", {}),
-            )
-        except KeyError as e:
-            raise UserError(f"{folder}: QGraph is missing {e}") from None
-        if meta.get("hash") not in (None, graph.content_hash()):
-            raise UserError(
-                f"{Path(folder) / 'qgraph.json'}: content hash mismatch (qgraph.npz and qgraph.json disagree)"
-            )
+            graph = cls(kind, input_fmt, gates, readout, task, provenance)
+        except UserError as e:
+            raise UserError(f"{npz_path}: {e}") from None
+        if stored_hash not in (None, graph.content_hash()):
+            raise UserError(f"{meta_path}: content hash mismatch (qgraph.npz and qgraph.json disagree)")
         return graph
+
+
+def _check_provenance(path: Path, provenance) -> None:
+    """The provenance entries later stages read: calibrated ranges and the dense metric."""
+    if not isinstance(provenance, dict):
+        raise UserError(f"{path}: provenance must be an object, got {type(provenance).__name__}")
+    ranges = provenance.get("ranges")
+    if ranges is not None:
+        if not isinstance(ranges, dict):
+            raise UserError(f"{path}: provenance.ranges must be an object, got {ranges!r:.60}")
+        bound = ranges.get("input_max", 1.0)
+        if not _is_number(bound) or not 0 <= bound < float("inf"):
+            raise UserError(f"{path}: provenance.ranges.input_max must be a finite number >= 0, got {bound!r:.60}")
+    dense = provenance.get("metric_dense")
+    if dense is not None and not (
+        isinstance(dense, dict) and isinstance(dense.get("name"), (str, type(None))) and _is_number(dense.get("value"))
+    ):
+        raise UserError(f"{path}: provenance.metric_dense must be an object with a name and a number value")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def is_qmodel_folder(folder: str | Path) -> bool:

@@ -4,7 +4,6 @@ the emitted C with the runtime beside it. The CLI, the demo and the Python API s
 from __future__ import annotations
 
 import importlib.resources
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import numpy as np
 from stapes.emit.model_c import emit
 from stapes.errors import UserError
 from stapes.fixed.quantize import quantize_graph
-from stapes.fsutil import atomic_dir
+from stapes.fsutil import atomic_dir, read_json
 from stapes.ir.float_graph import FloatGraph
 from stapes.ir.qgraph import QGraph
 from stapes.tasks import task_from_config
@@ -65,16 +64,35 @@ def quantize_calibrated(
     )
 
 
+def _recorded_dense_metric(path: Path) -> dict | None:
+    """{"name", "value"} of the dense model's metric that `compress` recorded beside a compressed
+    model, or None (no report, or a model without a task)."""
+    if not path.is_file():
+        return None
+    report = read_json(path, "compression report")
+    if not isinstance(report, dict):
+        raise UserError(f"{path}: not a compression report (a JSON object)")
+    value, name = report.get("metric_dense"), report.get("metric_name")
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not np.isfinite(value)
+        or not isinstance(name, str)
+    ):
+        raise UserError(f"{path}: metric_dense must be a finite number and metric_name a string")
+    return {"name": name, "value": float(value)}
+
+
 def quantize_folder(model_folder, out_folder, **kwargs) -> QGraph:
     """Quantize the model folder `model_folder` into the new QModel folder `out_folder`
     (qgraph.json/npz, plus the float graph in float/), written atomically."""
     graph = FloatGraph.load(model_folder)
     extra = {"source_model": str(model_folder)}
-    compress_json = Path(model_folder) / "compress.json"
-    if compress_json.is_file():
-        report = json.loads(compress_json.read_text())
-        if report.get("metric_dense") is not None:
-            extra["metric_dense"] = {"name": report.get("metric_name"), "value": report["metric_dense"]}
+    dense = _recorded_dense_metric(Path(model_folder) / "compress.json")
+    if dense is not None:
+        extra["metric_dense"] = dense
     q = quantize_calibrated(graph, provenance=extra, **kwargs)
     with atomic_dir(out_folder) as tmp:
         q.save(tmp)

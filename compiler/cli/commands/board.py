@@ -5,6 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from stapes.cli import argtypes as at
+from stapes.cli import outputs
 from stapes.errors import CheckFailed, UserError
 
 NAME = "board"
@@ -15,13 +17,28 @@ def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.add_parser("list", help="the board profiles (runnable under qemu, or estimate-only)")
     r = sub.add_parser("run", help="cross-build, run under qemu, compare with host and reference")
-    r.add_argument("model", metavar="QMODEL", help="QModel folder (from `stapes quantize`)")
-    r.add_argument("--board", default="mps2-an386", help="board (default mps2-an386, a Cortex-M4F)")
-    r.add_argument("--frames", type=int, default=32, help="golden input frames (default 32)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the golden inputs (default 0)")
-    r.add_argument("--rank", type=int, default=0, help="run-time rank (default 0: the stored rank)")
-    r.add_argument("--timeout", type=float, default=60.0, help="seconds before a qemu run counts as hung")
-    r.add_argument("--keep", metavar="DIR", default=None, help="keep the build (sources, ELF, map, outputs) in DIR")
+    r.add_argument("model", metavar="QMODEL", type=at.path, help="QModel folder (from `stapes quantize`)")
+    r.add_argument("--board", type=at.board_name, default="mps2-an386", help="board (default mps2-an386, a Cortex-M4F)")
+    r.add_argument(
+        "--frames",
+        type=at.int_range(1, at.MAX_FRAMES),
+        default=32,
+        help=f"golden input frames, 1..{at.MAX_FRAMES} (default 32)",
+    )
+    r.add_argument("--seed", type=at.seed, default=0, help="seed of the golden inputs (default 0)")
+    r.add_argument(
+        "--rank", type=at.int_range(0, at.MAX_HIDDEN), default=0, help="run-time rank (default 0: the stored rank)"
+    )
+    r.add_argument(
+        "--timeout",
+        type=at.float_range(0.0, 86400.0, lo_open=True),
+        default=60.0,
+        help="seconds before a qemu run counts as hung",
+    )
+    r.add_argument(
+        "--keep", metavar="DIR", type=at.path, default=None, help="keep the build (sources, ELF, map, outputs) in DIR"
+    )
+    outputs.add_force(r)
 
 
 def _list() -> int:
@@ -93,6 +110,8 @@ def run(args) -> int:
         raise UserError(f"--frames must be at least 1, got {args.frames}")
     if args.timeout <= 0:
         raise UserError(f"--timeout must be positive, got {args.timeout}")
+    if args.keep is not None:
+        outputs.check(args, NAME, args.model, option="--keep")
     board = load_board(args.board)
     require_runnable(board)
     q = QGraph.load(args.model)

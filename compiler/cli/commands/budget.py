@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from stapes.cli import argtypes as at
 from stapes.errors import UserError
 
 NAME = "budget"
@@ -11,16 +12,20 @@ HELP = "flash / RAM / MACs / instructions / cycles per frame of a model on a boa
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", metavar="MODEL", help="QModel folder (from `stapes quantize`) or a model folder")
-    p.add_argument("--board", required=True, help="board profile name (see `stapes board list`)")
-    p.add_argument("--frame-ms", type=float, default=8.0, help="one frame every F ms (default 8)")
+    p.add_argument(
+        "model", metavar="MODEL", type=at.path, help="QModel folder (from `stapes quantize`) or a model folder"
+    )
+    p.add_argument("--board", type=at.board_name, required=True, help="board profile name (see `stapes board list`)")
+    p.add_argument("--frame-ms", type=at.positive_float, default=8.0, help="one frame every F ms (default 8)")
     p.add_argument(
         "--weights",
         choices=("int8", "int16"),
         default="int16",
         help="weight width for a float model folder (a QModel has its own; default int16)",
     )
-    p.add_argument("--clock-mhz", type=float, default=None, help="override the board's clock")
+    p.add_argument(
+        "--clock-mhz", type=at.float_range(0.0, 1e6, lo_open=True), default=None, help="override the board's clock"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
+from stapes.cli import argtypes as at
+from stapes.cli import outputs
+
 NAME = "compress"
 HELP = "truncated-SVD compression of the recurrent weights (rank, energy, error or predicted-drop policy)"
 DESCRIPTION = (
@@ -11,13 +16,15 @@ DESCRIPTION = (
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", metavar="MODEL", help="model folder (graph.json + graph.npz)")
+    p.add_argument("model", metavar="MODEL", type=at.path, help="model folder (graph.json + graph.npz)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--rank", type=int, help="fixed rank for every recurrent matrix")
-    g.add_argument("--energy", type=float, help="keep this fraction of Σσ² (0 < F <= 1)")
-    g.add_argument("--max-error", type=float, help="largest relative truncation error (see --error-norm)")
+    g.add_argument("--energy", type=at.finite_float, help="keep this fraction of Σσ² (0 < F <= 1)")
+    g.add_argument("--max-error", type=at.float_range(0.0), help="largest relative truncation error (see --error-norm)")
     g.add_argument(
-        "--max-drop", type=float, help="largest first-order predicted drop of the task metric (needs the task)"
+        "--max-drop",
+        type=at.float_range(0.0),
+        help="largest first-order predicted drop of the task metric (needs the task)",
     )
     p.add_argument(
         "--error-norm",
@@ -31,13 +38,14 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--finetune",
-        type=int,
+        type=at.int_range(0, at.MAX_TRAIN_STEPS),
         default=0,
         metavar="STEPS",
-        help="fine-tune the factors for STEPS optimizer steps on the task (default 0: none)",
+        help=f"fine-tune the factors for STEPS optimizer steps on the task, 0..{at.MAX_TRAIN_STEPS} (default 0: none)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for fine-tuning (default 0)")
+    p.add_argument("--seed", type=at.seed, default=0, help="seed for fine-tuning (default 0)")
     p.add_argument("--out", required=True, help="output model folder")
+    outputs.add_force(p)
 
 
 def run(args) -> int:
@@ -46,6 +54,7 @@ def run(args) -> int:
     from stapes.ir.float_graph import FloatGraph
     from stapes.studies.compress_report import compress_report, rank_policy
 
+    outputs.check(args, NAME, args.model)
     graph = FloatGraph.load(args.model)
     policy = rank_policy(args.rank, args.energy, args.max_error, args.max_drop, args.error_norm)
     if policy.kind == "rank" and args.rank > graph.hidden_size:
@@ -53,7 +62,13 @@ def run(args) -> int:
     if args.finetune < 0:
         raise UserError(f"--finetune must be >= 0, got {args.finetune}")
     compressed, report = compress_report(
-        graph, policy, joint=args.joint, balanced=not args.unbalanced, finetune_steps=args.finetune, seed=args.seed
+        graph,
+        policy,
+        joint=args.joint,
+        balanced=not args.unbalanced,
+        finetune_steps=args.finetune,
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
     )
     with atomic_dir(args.out) as tmp:
         compressed.save(tmp)

@@ -4,7 +4,9 @@ minutes on 2 cores; `--task memorization` is the paper's probe and needs no spee
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from stapes.cli import argtypes as at
+from stapes.cli import outputs
 
 NAME = "demo"
 HELP = "run the whole pipeline on an embedded default and print a report"
@@ -20,16 +22,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="task (default: vad, voice activity detection; memorization needs no speech engine)",
     )
     p.add_argument("--out", default=None, help="output folder (default: ./stapes-demo)")
+    outputs.add_force(p)
     p.add_argument("--cell", choices=("rnn", "mgu"), default="mgu", help="recurrent cell (default: mgu)")
-    p.add_argument("--hidden", type=int, default=None, help="hidden size (default: per task, 64 for memorization)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--hidden",
+        type=at.int_range(1, at.MAX_HIDDEN),
+        default=None,
+        help=f"hidden size, 1..{at.MAX_HIDDEN} (default: per task, 64 for memorization)",
+    )
+    p.add_argument("--seed", type=at.seed, default=0, help=f"seed, 0..{at.SEED_MAX} (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from stapes.errors import UserError
     from stapes.fsutil import atomic_dir
-    from stapes.ir.float_graph import is_model_folder
     from stapes.studies.demo import DEFAULT_OUT, DemoContext, run_stages
     from stapes.tasks import TASK_NAMES
 
@@ -37,15 +44,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"unknown task {args.task!r}: expected one of {', '.join(TASK_NAMES)}")
     if args.hidden is not None and args.hidden < 1:
         raise UserError(f"--hidden must be a positive integer, got {args.hidden}")
-    out = Path(args.out or DEFAULT_OUT)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "report.txt").is_file() and not is_model_folder(out):
-        raise UserError(f"--out {out}: a non-empty folder that is not a stapes demo folder; refusing to replace it")
-    try:
-        out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the folder for {out}: {e.strerror or e}") from None
+    if args.out is None:
+        args.out = DEFAULT_OUT
+    out = outputs.check(args, NAME)
     with atomic_dir(out) as work:
         run_stages(DemoContext(args=args, out=out.absolute(), work=work))
     print(f"wrote {out}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from stapes.cli import argtypes as at
+from stapes.cli import outputs
+
 NAME = "emit"
 HELP = "generate <prefix>.c/.h (const tables + step/run functions) from a QModel folder"
 DESCRIPTION = (
@@ -12,10 +15,16 @@ DESCRIPTION = (
 
 
 def add_arguments(p) -> None:
-    p.add_argument("qmodel", metavar="QMODEL", help="QModel folder (qgraph.json + qgraph.npz)")
-    p.add_argument("--prefix", default="model", help="C prefix of the generated symbols (default model)")
+    p.add_argument("qmodel", metavar="QMODEL", type=at.path, help="QModel folder (qgraph.json + qgraph.npz)")
+    p.add_argument(
+        "--prefix",
+        type=at.c_prefix,
+        default="model",
+        help="C prefix of the generated symbols: a lower-case C identifier starting with a letter (default model)",
+    )
     p.add_argument("--no-runtime", action="store_true", help="write only the generated files")
     p.add_argument("--out", required=True, help="output folder")
+    outputs.add_force(p)
 
 
 def run(args) -> int:
@@ -23,6 +32,7 @@ def run(args) -> int:
     from stapes.ir.qgraph import QGraph
     from stapes.studies.deploy import write_c_folder
 
+    outputs.check(args, NAME, args.qmodel)
     q = QGraph.load(args.qmodel)
     files = write_c_folder(q, args.out, args.prefix, with_runtime=not args.no_runtime)
     s = summary(q)

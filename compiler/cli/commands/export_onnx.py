@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from stapes.cli import argtypes as at
+from stapes.cli import outputs
+
 NAME = "export-onnx"
 HELP = "export a float model (dense or low-rank) to ONNX (RNN / tied-gate GRU operators, or a Scan with the factors)"
 CHECK_TOL = 1e-4  # relative: onnxruntime (float32) vs FloatGraph.run (float64) on seeded inputs
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", help="a model folder (graph.json + graph.npz)")
+    parser.add_argument("model", type=at.path, help="a model folder (graph.json + graph.npz)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
+    outputs.add_force(parser)
     parser.add_argument(
         "--lowrank",
         choices=["factors", "dense"],
@@ -17,20 +21,17 @@ def add_arguments(parser) -> None:
         help="low-rank matrices: keep the factors (Scan, two MatMuls per matrix; default) "
         "or multiply them out and use the standard RNN/GRU operator",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, at least 14)")
+    parser.add_argument("--opset", type=at.int_range(14, 99), default=None, help="ONNX opset (default 17, at least 14)")
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     import numpy as np
 
-    from stapes.errors import CheckFailed, UserError
+    from stapes.errors import CheckFailed
     from stapes.frontend.onnx_export import OPSET, export_onnx, run_onnxruntime, save_onnx
     from stapes.ir.float_graph import FloatGraph
 
-    if Path(args.out).is_dir():
-        raise UserError(f"--out {args.out} is a folder; give the .onnx file to write")
+    outputs.check(args, NAME, args.model, file=True)
     graph = FloatGraph.load(args.model)
     model = export_onnx(graph, lowrank=args.lowrank, opset=args.opset or OPSET)
     # Self-check before writing: onnxruntime must compute what the FloatGraph computes.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from stapes.cli import argtypes as at
+from stapes.cli import outputs
+
 NAME = "import-onnx"
 HELP = (
     "import an ONNX RNN (tanh; also torch's unrolled dynamo export) or tied-gate GRU (= MGU) "
@@ -10,20 +13,17 @@ HELP = (
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("onnx_file", help="the .onnx file (e.g. from torch.onnx.export(..., dynamo=False))")
+    parser.add_argument(
+        "onnx_file", type=at.path, help="the .onnx file (e.g. from torch.onnx.export(..., dynamo=False))"
+    )
     parser.add_argument("--out", required=True, help="the model folder to write (graph.json + graph.npz)")
+    outputs.add_force(parser)
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from stapes.errors import UserError
     from stapes.frontend.onnx_import import import_onnx, write_model_folder
-    from stapes.ir.float_graph import is_model_folder
 
-    out = Path(args.out)
-    if out.exists() and not (out.is_dir() and (is_model_folder(out) or not any(out.iterdir()))):
-        raise UserError(f"--out {out} exists and is not a model folder (or an empty folder): refusing to replace it")
+    outputs.check(args, NAME, args.onnx_file)
     graph = import_onnx(args.onnx_file)
     write_model_folder(graph, args.out)
     p = graph.provenance

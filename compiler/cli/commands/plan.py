@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+from stapes.cli import argtypes as at
 from stapes.errors import UserError
 
 NAME = "plan"
@@ -12,13 +14,24 @@ HELP = "pick rank per matrix and weight bits that fit a board's flash, RAM and t
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", metavar="MODEL", help="model folder (graph.json + graph.npz), ideally with a task")
-    p.add_argument("--board", required=True, help="board profile name (see `stapes board list`)")
-    p.add_argument("--frame-ms", type=float, default=8.0, help="one frame every F ms (default 8)")
-    p.add_argument("--max-flash", default=None, help="flash limit, e.g. 32k (default: the board's flash)")
-    p.add_argument("--max-ram", default=None, help="RAM limit, e.g. 8k (default: the board's RAM)")
-    p.add_argument("--max-core", type=float, default=100.0, help="share of the core allowed, percent (default 100)")
-    p.add_argument("--clock-mhz", type=float, default=None, help="override the board's clock")
+    p.add_argument(
+        "model", metavar="MODEL", type=at.path, help="model folder (graph.json + graph.npz), ideally with a task"
+    )
+    p.add_argument("--board", type=at.board_name, required=True, help="board profile name (see `stapes board list`)")
+    p.add_argument("--frame-ms", type=at.positive_float, default=8.0, help="one frame every F ms (default 8)")
+    p.add_argument(
+        "--max-flash", type=at.byte_size, default=None, help="flash limit, e.g. 32k (default: the board's flash)"
+    )
+    p.add_argument("--max-ram", type=at.byte_size, default=None, help="RAM limit, e.g. 8k (default: the board's RAM)")
+    p.add_argument(
+        "--max-core",
+        type=at.float_range(0.0, 100.0, lo_open=True),
+        default=100.0,
+        help="share of the core allowed, percent (default 100)",
+    )
+    p.add_argument(
+        "--clock-mhz", type=at.float_range(0.0, 1e6, lo_open=True), default=None, help="override the board's clock"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
 
 
@@ -46,6 +59,7 @@ def run(args) -> int:
         max_ram,
         args.max_core / 100.0,
         clock_hz=int(args.clock_mhz * 1e6) if args.clock_mhz else None,
+        progress=sys.stderr.isatty(),
     )
     print(json.dumps(plan.to_json(), indent=2, sort_keys=True) if args.json else format_plan(plan))
     return 0 if plan.chosen is not None else 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from stapes.cli import argtypes as at
+from stapes.cli import outputs
+
 NAME = "quantize"
 HELP = "fixed-point quantization of a model folder into a QModel folder (QGraph)"
 DESCRIPTION = (
@@ -13,26 +16,33 @@ DESCRIPTION = (
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", metavar="MODEL", help="model folder (graph.json + graph.npz)")
+    p.add_argument("model", metavar="MODEL", type=at.path, help="model folder (graph.json + graph.npz)")
     p.add_argument("--weights", choices=("int8", "int16"), default="int16", help="weight width (default int16)")
-    p.add_argument("--calibration", metavar="FILE.npy", help="float calibration inputs (B, T, I)")
     p.add_argument(
-        "--calib-sequences", type=int, default=256, help="sequences drawn from the task's train split (default 256)"
+        "--calibration", metavar="FILE.npy", type=at.calibration_file, help="float calibration inputs (B, T, I)"
+    )
+    p.add_argument(
+        "--calib-sequences",
+        type=at.int_range(1, at.MAX_SEQUENCES),
+        default=256,
+        help=f"sequences drawn from the task's train split, 1..{at.MAX_SEQUENCES} (default 256)",
     )
     p.add_argument(
         "--input-range",
-        type=float,
+        type=at.float_range(0.0, 1e30, lo_open=True),
         default=None,
         help="assumed max |x| when there is no calibration data (default 1.0)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
+    p.add_argument("--seed", type=at.seed, default=0, help="seed of the calibration sample (default 0)")
     p.add_argument("--out", required=True, help="output QModel folder")
+    outputs.add_force(p)
 
 
 def run(args) -> int:
     from stapes.emit.model_c import summary
     from stapes.studies.deploy import quantize_folder
 
+    outputs.check(args, NAME, args.model, args.calibration)
     q = quantize_folder(
         args.model,
         args.out,

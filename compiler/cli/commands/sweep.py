@@ -2,43 +2,38 @@
 
 from __future__ import annotations
 
+from stapes.cli import argtypes as at
+from stapes.cli import outputs
+
 NAME = "sweep"
 HELP = "task metric vs rank of the recurrent matrices, with MACs and parameters (CSV, JSON, PNG)"
 
 
-def _rank_list(text: str) -> list[int]:
-    import argparse
-
-    try:
-        ranks = [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not ranks:
-        raise argparse.ArgumentTypeError("empty rank list")
-    return ranks
-
-
 def add_arguments(p) -> None:
-    p.add_argument("model", metavar="MODEL", help="model folder (graph.json + graph.npz) with a task")
+    p.add_argument("model", metavar="MODEL", type=at.path, help="model folder (graph.json + graph.npz) with a task")
     p.add_argument("--out", required=True, help="output folder (sweep.json, sweep.csv, sweep.png)")
+    outputs.add_force(p)
     p.add_argument(
         "--ranks",
-        type=_rank_list,
+        type=at.int_list(1, at.MAX_HIDDEN),
         default=None,
         help="comma-separated ranks (default: every rank N..1, or a 64-point grid for N > 64)",
     )
     p.add_argument(
         "--finetune",
-        type=int,
+        type=at.int_range(0, at.MAX_TRAIN_STEPS),
         default=0,
         metavar="STEPS",
-        help="also fine-tune at each rank for STEPS optimizer steps (default 0: none)",
+        help=f"also fine-tune at each rank for STEPS optimizer steps, 0..{at.MAX_TRAIN_STEPS} (default 0: none)",
     )
     p.add_argument(
-        "--finetune-ranks", type=_rank_list, default=None, help="ranks to fine-tune at (default: all swept ranks)"
+        "--finetune-ranks",
+        type=at.int_list(1, at.MAX_HIDDEN),
+        default=None,
+        help="ranks to fine-tune at (default: all swept ranks)",
     )
     p.add_argument("--joint", action="store_true", help="MGU: factor [U_f; U_h] together")
-    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed (default 0)")
+    p.add_argument("--seed", type=at.seed, default=0, help="fine-tuning seed (default 0)")
 
 
 def run(args) -> int:
@@ -47,6 +42,7 @@ def run(args) -> int:
     from stapes.ir.float_graph import FloatGraph
     from stapes.studies.sweep import run_sweep, write_sweep
 
+    outputs.check(args, NAME, args.model)
     graph = FloatGraph.load(args.model)
     if args.finetune < 0:
         raise UserError(f"--finetune must be >= 0, got {args.finetune}")

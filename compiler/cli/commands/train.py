@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from stapes.cli import argtypes as at
+from stapes.cli import outputs
 from stapes.errors import UserError
 
 NAME = "train"
@@ -20,12 +21,38 @@ _TASK_FLAGS = ("length", "symbols", "delay", "hold")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="memorization", help="task name (default: memorization)")
     p.add_argument("--cell", choices=("rnn", "mgu"), default="mgu", help="recurrent cell (default: mgu)")
-    p.add_argument("--hidden", type=int, default=64, help="hidden size N (default: 64)")
-    p.add_argument("--rank", type=int, default=None, help="train with low-rank recurrent matrices of this rank")
-    p.add_argument("--delay", type=int, help="memorization: blanks between pattern and trigger (default: 20)")
-    p.add_argument("--length", type=int, help="memorization: pattern length L (default: 5)")
-    p.add_argument("--symbols", type=int, help="memorization: alphabet size K (default: 2)")
-    p.add_argument("--hold", type=int, help="memorization: steps each pattern symbol is held (default: 1)")
+    p.add_argument(
+        "--hidden",
+        type=at.int_range(1, at.MAX_HIDDEN),
+        default=64,
+        help=f"hidden size N, 1..{at.MAX_HIDDEN} (default: 64)",
+    )
+    p.add_argument(
+        "--rank",
+        type=at.int_range(1, at.MAX_HIDDEN),
+        default=None,
+        help="train with low-rank recurrent matrices of this rank (1..N)",
+    )
+    p.add_argument(
+        "--delay",
+        type=at.int_range(0, at.MAX_SEQUENCE_STEPS),
+        help=f"memorization: blanks between pattern and trigger, 0..{at.MAX_SEQUENCE_STEPS} (default: 20)",
+    )
+    p.add_argument(
+        "--length",
+        type=at.int_range(1, at.MAX_SEQUENCE_STEPS),
+        help=f"memorization: pattern length L, 1..{at.MAX_SEQUENCE_STEPS} (default: 5)",
+    )
+    p.add_argument(
+        "--symbols",
+        type=at.int_range(2, at.MAX_HIDDEN),
+        help=f"memorization: alphabet size K, 2..{at.MAX_HIDDEN} (default: 2)",
+    )
+    p.add_argument(
+        "--hold",
+        type=at.int_range(1, at.MAX_SEQUENCE_STEPS),
+        help=f"memorization: steps each pattern symbol is held, 1..{at.MAX_SEQUENCE_STEPS} (default: 1)",
+    )
     p.add_argument(
         "--param",
         action="append",
@@ -33,24 +60,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="any task parameter (repeatable), e.g. --param noise=0.5",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at.seed, default=0, help=f"seed, 0..{at.SEED_MAX} (default: 0)")
     p.add_argument(
         "--steps",
-        type=int,
+        type=at.int_range(1, at.MAX_TRAIN_STEPS),
         default=None,
-        help="maximum training steps (default per task: 2000 memorization, 300 audio)",
+        help=f"maximum training steps, 1..{at.MAX_TRAIN_STEPS} (default per task: 2000 memorization, 300 audio)",
     )
-    p.add_argument("--batch", type=int, default=None, help="batch size (default per task: 64, audio 16)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-2 MGU, 3e-3 RNN)")
-    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip, 0 = off (default: 1.0)")
     p.add_argument(
-        "--target", type=float, default=1.0, help="stop once the validation primary metric reaches this (default: 1.0)"
+        "--batch",
+        type=at.int_range(1, at.MAX_BATCH),
+        default=None,
+        help=f"batch size, 1..{at.MAX_BATCH}; batch x sequence steps x hidden size at most {at.MAX_BATCH_VALUES} (default per task: 64, audio 16)",
     )
-    p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--spectral-radius", type=float, default=1.0, help="recurrent init spectral radius")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (part of bit-for-bit determinism)")
+    p.add_argument(
+        "--lr",
+        type=at.float_range(0.0, lo_open=True, what="learning rate"),
+        default=None,
+        help="Adam learning rate (default: 1e-2 MGU, 3e-3 RNN)",
+    )
+    p.add_argument("--clip", type=at.float_range(0.0), default=1.0, help="gradient-norm clip, 0 = off (default: 1.0)")
+    p.add_argument(
+        "--target",
+        type=at.float_range(-1e300, 1e300),
+        default=1.0,
+        help="stop once the validation primary metric reaches this (default: 1.0)",
+    )
+    p.add_argument("--eval-every", type=at.int_range(1, at.MAX_TRAIN_STEPS), default=50)
+    p.add_argument(
+        "--spectral-radius",
+        type=at.float_range(0.0, 100.0, lo_open=True),
+        default=1.0,
+        help="recurrent init spectral radius",
+    )
+    p.add_argument(
+        "--threads",
+        type=at.int_range(1, at.MAX_THREADS),
+        default=1,
+        help=f"torch threads, 1..{at.MAX_THREADS} (part of bit-for-bit determinism)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output model folder")
+    outputs.add_force(p)
 
 
 def _parse_value(text: str):
@@ -70,28 +121,11 @@ def task_params(args: argparse.Namespace) -> dict:
     return params
 
 
-def check_output_folder(out: str) -> Path:
-    """Refuse outputs that would clobber something that is not a stapes folder."""
-    from stapes.ir.float_graph import is_model_folder
-
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not is_model_folder(path):
-        raise UserError(f"--out {out}: a non-empty folder that is not a stapes model folder; refusing to replace it")
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"--out {out}: {parent} is not a folder")
-            break
-    return path
-
-
 def run(args: argparse.Namespace) -> int:
     from stapes.frontend.train import train_new
     from stapes.tasks import make_task
 
-    out = check_output_folder(args.out)
+    out = outputs.check(args, "train")
     task = make_task(args.task, **task_params(args))
     if args.hidden < 1:
         raise UserError(f"--hidden must be a positive integer, got {args.hidden}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stapes.cli import argtypes as at
+
 NAME = "verify"
 HELP = "build the generated C, run it against the integer reference, count mismatches and ops"
 DESCRIPTION = (
@@ -15,11 +17,26 @@ DESCRIPTION = (
 
 
 def add_arguments(p) -> None:
-    p.add_argument("qmodel", metavar="QMODEL", help="QModel folder (qgraph.json + qgraph.npz)")
-    p.add_argument("--sequences", type=int, default=512, help="sequences to run (default 512)")
-    p.add_argument("--steps", type=int, default=100, help="steps per random sequence without a task (default 100)")
-    p.add_argument("--rank", type=int, default=None, help="run-time rank (low-rank models; default: stored rank)")
-    p.add_argument("--seed", type=int, default=1234, help="seed of the test sample (default 1234)")
+    p.add_argument("qmodel", metavar="QMODEL", type=at.path, help="QModel folder (qgraph.json + qgraph.npz)")
+    p.add_argument(
+        "--sequences",
+        type=at.int_range(1, at.MAX_SEQUENCES),
+        default=512,
+        help=f"sequences to run, 1..{at.MAX_SEQUENCES} (default 512)",
+    )
+    p.add_argument(
+        "--steps",
+        type=at.int_range(1, at.MAX_FRAMES),
+        default=100,
+        help=f"steps per random sequence without a task, 1..{at.MAX_FRAMES} (default 100)",
+    )
+    p.add_argument(
+        "--rank",
+        type=at.int_range(0, at.MAX_HIDDEN),
+        default=None,
+        help="run-time rank (low-rank models; default: stored rank)",
+    )
+    p.add_argument("--seed", type=at.seed, default=1234, help="seed of the test sample (default 1234)")
 
 
 def run(args) -> int:
