@@ -31,7 +31,7 @@ from stapes.frontend.losses import task_loss
 from stapes.frontend.models import ModelConfig, RecurrentModel
 from stapes.fsutil import atomic_dir, read_versioned_json, write_json
 from stapes.ir.float_graph import MAX_HIDDEN, MAX_INPUTS, MAX_OUTPUTS
-from stapes.tasks import Batch, Task
+from stapes.tasks import MAX_STEPS, Batch, Task
 
 CHECKPOINT_FORMAT = "stapes.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -44,7 +44,7 @@ MAX_TRAIN_STEPS = 1_000_000
 MAX_BATCH = 4096
 MAX_EVAL_N = 65536
 MAX_THREADS = 256
-MAX_SEQUENCE_STEPS = 100_000  # time steps of one training sequence
+MAX_SEQUENCE_STEPS = MAX_STEPS  # time steps of one training sequence: the tasks' own limit
 MAX_BATCH_VALUES = 1 << 28  # batch x time steps x max(hidden, inputs): what one step keeps for backprop
 MAX_CHECKPOINT_BYTES = 1 << 30
 _LIMITS = {"steps": MAX_TRAIN_STEPS, "batch": MAX_BATCH, "eval_every": MAX_TRAIN_STEPS, "eval_n": MAX_EVAL_N}
