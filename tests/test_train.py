@@ -10,7 +10,15 @@ import torch
 from stapes.errors import UserError
 from stapes.frontend.losses import task_loss
 from stapes.frontend.models import RecurrentModel
-from stapes.frontend.train import TrainConfig, fit, load_checkpoint, model_config_for, save_checkpoint, train
+from stapes.frontend.train import (
+    TrainConfig,
+    fit,
+    load_checkpoint,
+    model_config_for,
+    save_checkpoint,
+    train,
+    train_new,
+)
 from stapes.ir.float_graph import FloatGraph, LowRank
 from stapes.tasks import make_task
 from stapes.tasks.evaluate import evaluate_graph
@@ -157,6 +165,31 @@ def test_mgu_learns_memorization_to_99_percent():
 def test_rnn_learns_memorization_to_95_percent():
     summary = _train_memorization("rnn", 3e-3, target=0.99, steps=1500)
     assert summary["test"]["recall_accuracy"] >= 0.95
+
+
+# The Elman RNN with its default settings (what `stapes train --cell rnn` does) beyond T = 20:
+# before the small default input scale it stayed at chance (recall 0.50) at T = 50.
+@pytest.mark.quality
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rnn_learns_memorization_at_delay_50_with_defaults(seed):
+    summary = train_new(make_task("memorization", delay=50), "rnn", 64, progress=False, seed=seed).metrics
+    assert summary["test"]["recall_accuracy"] >= 0.95, summary
+
+
+@pytest.mark.quality
+def test_rnn_learns_memorization_at_128_units_with_defaults():
+    summary = train_new(make_task("memorization", delay=20), "rnn", 128, progress=False, seed=0).metrics
+    assert summary["test"]["recall_accuracy"] >= 0.95, summary
+
+
+def test_default_input_scale_is_per_cell_and_an_explicit_one_is_kept():
+    from stapes.frontend.models import DEFAULT_INPUT_SCALE, ModelConfig
+
+    assert ModelConfig(cell="rnn").input_scale == DEFAULT_INPUT_SCALE["rnn"] < 1
+    assert ModelConfig(cell="mgu").input_scale == DEFAULT_INPUT_SCALE["mgu"]
+    assert ModelConfig(cell="rnn", input_scale=1.0).input_scale == 1.0
+    with pytest.raises(UserError, match="input scale"):
+        ModelConfig(cell="rnn", input_scale=-1.0)
 
 
 def test_adam_matches_torch_optim_adam():

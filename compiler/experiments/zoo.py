@@ -37,6 +37,8 @@ def _config_of(name: str, params: tuple) -> dict:
 
 
 def model_spec(task: dict, cell: str, hidden: int, seed: int, settings: Settings) -> dict:
+    from stapes.frontend.models import DEFAULT_INPUT_SCALE
+
     s = settings
     audio = task["name"] in AUDIO_TASKS
     memo = task["name"] == "memorization"
@@ -50,7 +52,9 @@ def model_spec(task: dict, cell: str, hidden: int, seed: int, settings: Settings
     train = {"steps": steps, "batch": (s.audio_batch or s.batch_size) if audio else s.batch_size, "lr": s.learning_rate}
     if memo and s.memo_target is not None:
         train["target"] = s.memo_target
-    return {"task": task, "cell": cell, "hidden": hidden, "seed": seed, "train": train}
+    # The init is part of the name: a model trained under another default is another model.
+    init = {"input_scale": DEFAULT_INPUT_SCALE[cell]}
+    return {"task": task, "cell": cell, "hidden": hidden, "seed": seed, "init": init, "train": train}
 
 
 def _train_into(folder: Path, spec: dict) -> None:
@@ -60,7 +64,8 @@ def _train_into(folder: Path, spec: dict) -> None:
 
     params = dict(spec["task"])
     task = make_task(params.pop("name"), **params)
-    model = RecurrentModel(model_config_for(task, spec["cell"], spec["hidden"]), seed=spec["seed"])
+    model_cfg = model_config_for(task, spec["cell"], spec["hidden"], **spec.get("init", {}))
+    model = RecurrentModel(model_cfg, seed=spec["seed"])
     cfg = TrainConfig(
         steps=spec["train"]["steps"],
         batch=spec["train"]["batch"],
