@@ -1,5 +1,6 @@
 /* stp_board_semihost.c - target implementation of stp_board_io.h over ARM semihosting
- * (M-profile: BKPT 0xAB, operation in r0, parameter block in r1). No C library. */
+ * (M-profile: BKPT 0xAB, operation in r0, parameter block in r1; RISC-V: the same operations
+ * through the slli/ebreak/srai sequence, operation in a0, block in a1). No C library. */
 #include "stp_board_io.h"
 
 #define SH_SYS_OPEN 0x01
@@ -12,10 +13,21 @@
 
 static int32_t sh_call(int32_t op, const void *block)
 {
+#if defined(__riscv)
+    /* qemu recognises the trap only as these three uncompressed instructions within one page:
+       the 16-byte alignment keeps them together */
+    register int32_t a0 __asm__("a0") = op;
+    register const void *a1 __asm__("a1") = block;
+    __asm__ volatile(".option push\n\t.balign 16\n\t.option norvc\n\t"
+                     "slli zero, zero, 0x1f\n\tebreak\n\tsrai zero, zero, 7\n\t.option pop"
+                     : "+r"(a0) : "r"(a1) : "memory");
+    return a0;
+#else
     register int32_t r0 __asm__("r0") = op;
     register const void *r1 __asm__("r1") = block;
     __asm__ volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
     return r0;
+#endif
 }
 
 static int32_t sh_console_handle(uint32_t mode)

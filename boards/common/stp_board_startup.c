@@ -1,8 +1,9 @@
-/* stp_board_startup.c - Cortex-M vector table and reset handler for the qemu boards.
+/* stp_board_startup.c - reset handler for the qemu boards (and the Cortex-M vector table).
  * Copies .data, zeroes .bss, enables the FPU when the build uses it, paints the stack window,
  * calls main(), reports the stack's peak use on stderr ("stp-stack-peak=<bytes>") and main's
  * return value as the exit status. A fault ends the run with status 127 (HardFault, e.g. a DSP
- * instruction on a Cortex-M3) or 126 (any other exception). */
+ * instruction on a Cortex-M3) or 126 (any other exception). On RISC-V the entry point and trap
+ * vector are in stp_board_start_riscv.S, which sets sp and mtvec and jumps here. */
 #include <stdint.h>
 #include "stp_board_io.h"
 
@@ -14,6 +15,7 @@ void stp_board_reset(void);
 void stp_board_hardfault(void);
 void stp_board_other_exception(void);
 
+#if defined(__arm__)
 typedef void (*stp_vector_t)(void);
 
 __attribute__((section(".stp_vectors"), used))
@@ -32,6 +34,7 @@ const stp_vector_t stp_board_vectors[16] = {
     stp_board_other_exception, /* PendSV */
     stp_board_other_exception, /* SysTick */
 };
+#endif
 
 #define STP_STACK_PAINT 0x57AC5EEDu
 
@@ -41,7 +44,11 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"), noinline))
 static void paint_stack(void)
 {
     uint32_t *sp;
+#if defined(__riscv)
+    __asm__ volatile("mv %0, sp" : "=r"(sp));
+#else
     __asm__ volatile("mov %0, sp" : "=r"(sp));
+#endif
     for (uint32_t *w = &__stp_stack_paint_bottom; w < sp - 8; ++w)
         *w = STP_STACK_PAINT;
 }
@@ -53,9 +60,16 @@ static void report_stack_peak(void)
     while (w < &__stp_stack_top && *w == STP_STACK_PAINT)
         ++w;
     uint32_t peak = (uint32_t)((uintptr_t)&__stp_stack_top - (uintptr_t)w);
-    char line[32] = "stp-stack-peak=";
+    /* copied by hand: a partly initialised array becomes a memset call on ARMv6-M, and there
+       is no libc here */
+    static const char prefix[] = "stp-stack-peak=";
+    char line[32];
     char digits[12];
-    size_t n = 0, len = 15u;
+    size_t n = 0, len = 0;
+    while (prefix[len] != '\0') {
+        line[len] = prefix[len];
+        ++len;
+    }
     do {
         digits[n++] = (char)('0' + peak % 10u);
         peak /= 10u;

@@ -1,5 +1,6 @@
 """Fit a board's instruction and code-size models (`[insn_model]`, `[code_model]` in board.toml)
-to qemu counts of the runtime: `python -m stapes.target.calibrate BOARD` prints the TOML to paste.
+to qemu counts of the runtime: `python -m stapes.target.calibrate BOARD` prints the TOML to paste;
+with `--write` it replaces the board.toml's calibration in place.
 
 Re-run it after changing the runtime or the compiler: the budget mirrors the kernels' branches,
 and only a fresh fit keeps its coefficients true.
@@ -7,6 +8,7 @@ and only a fresh fit keeps its coefficients true.
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls
 
+from stapes.errors import CheckFailed
+from stapes.fsutil import atomic_write_text
 from stapes.target.budget import (
     INSN_FEATURES,
     MAC_FEATURES,
@@ -137,15 +141,49 @@ def calibration_toml(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+CALIBRATION_MARK = "# Measured under qemu by `python -m stapes.target.calibrate"
+
+
+def calibration_block(board: Board, result: dict) -> str:
+    """The calibration as it stands at the end of a board.toml: how it was made, then the TOML."""
+    return (
+        f"{CALIBRATION_MARK} {board.name}` (random models + single dot-kernel\n"
+        "# calls; re-run it after changing the runtime or the compiler). Worst fit error over the\n"
+        f"# calibration models: {100 * result['max_rel_error']:.2f} %.\n" + calibration_toml(result)
+    )
+
+
+def write_calibration(board: Board, result: dict) -> Path:
+    """Replace the calibration at the end of the board's board.toml (from its comment, or from
+    [insn_model], to the end; appended when there is none) by `result`, atomically."""
+    path = board.folder / "board.toml"
+    text = path.read_text()
+    cut = text.find(CALIBRATION_MARK)
+    if cut < 0:
+        m = re.search(r"(?m)^\[insn_model\]", text)
+        cut = m.start() if m else len(text)
+    others = set(re.findall(r"(?m)^\[([^\]]+)\]", text[cut:])) - {"insn_model", "code_model"}
+    if others:
+        raise CheckFailed(f"{path}: [{'], ['.join(sorted(others))}] follow the calibration; move them above it")
+    atomic_write_text(path, text[:cut].rstrip("\n") + "\n\n" + calibration_block(board, result))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m stapes.target.calibrate BOARD`: print a calibration to paste into board.toml."""
+    """`python -m stapes.target.calibrate BOARD [--write]`: print a calibration to paste into
+    board.toml, or with --write put it there."""
     args = sys.argv[1:] if argv is None else argv
+    write = "--write" in args
+    args = [a for a in args if a != "--write"]
     if len(args) != 1:
-        print("usage: python -m stapes.target.calibrate BOARD", file=sys.stderr)
+        print("usage: python -m stapes.target.calibrate BOARD [--write]", file=sys.stderr)
         return 2
+    board = load_board(args[0])
     with tempfile.TemporaryDirectory(prefix="stapes-calibrate-") as tmp:
-        res = calibrate(load_board(args[0]), tmp)
+        res = calibrate(board, tmp)
     print(calibration_toml(res), end="")
+    if write:
+        print(f"# written to {write_calibration(board, res)}")
     print(f"# worst relative fit error: {100 * res['max_rel_error']:.2f} %")
     for name, err in res["errors"].items():
         print(f"#   {name}: {100 * err:+.2f} %")

@@ -1,4 +1,4 @@
-"""Runs under qemu-system-arm, with exact guest instruction counts.
+"""Runs under qemu (the board profile's qemu binary and machine), with exact guest instruction counts.
 
 qemu is functional, not cycle-accurate: it proves the bits on the real instruction set and gives
 exact, deterministic instruction counts (a TCG plugin, or `-singlestep -d exec,nochain` when the
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from stapes.errors import CheckFailed
 from stapes.fsutil import cache_dir
-from stapes.target.profile import Board, boards_root
+from stapes.target.profile import Board, board_names, boards_root, load_board
 from stapes.target.toolchain import function_ranges, require_runnable, run_tool, symbol_address
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -28,8 +28,19 @@ DEFAULT_TIMEOUT_S = 60.0
 PLUGIN_FETCH_HINT = 'python3 -c "from stapes.target import qemu; print(qemu.insn_plugin(fetch=True))"'
 
 
-def qemu_version() -> str:
-    out = run_tool(["qemu-system-arm", "--version"])
+def qemu_binaries() -> list[str]:
+    """The qemu binaries of the runnable boards that are installed, in board order."""
+    names = {load_board(n).qemu_binary: None for n in board_names() if load_board(n).runs}
+    return [b for b in names if shutil.which(b)]
+
+
+def qemu_version(binary: str | None = None) -> str:
+    """`major.minor` of `binary` (default: the first installed board qemu); one plugin serves
+    every system emulator of a qemu version, since the plugin API does not depend on the guest."""
+    binary = binary or next(iter(qemu_binaries()), None)
+    if binary is None:
+        return "unknown"
+    out = run_tool([binary, "--version"])
     m = re.search(r"version (\d+\.\d+)", out)
     return m.group(1) if m else "unknown"
 
@@ -37,6 +48,13 @@ def qemu_version() -> str:
 # ----------------------------------------------------------------------------- the insn plugin
 
 _PLUGIN_LOCK = threading.Lock()
+
+
+def _qemu_source_version() -> str:
+    """Debian's source version of the installed qemu (the package that owns a board's binary)."""
+    binary = shutil.which(next(iter(qemu_binaries()), "qemu-system-arm")) or "/usr/bin/qemu-system-arm"
+    package = run_tool(["dpkg-query", "-S", str(Path(binary).resolve())]).split(":", 1)[0].strip()
+    return run_tool(["dpkg-query", "-W", "-f=${source:Version}", package]).strip()
 
 
 def fetch_plugin_header(dest: Path) -> None:
@@ -63,7 +81,7 @@ def fetch_plugin_header(dest: Path) -> None:
             "APT::Sandbox::User=root",
         ]
         run_tool([*apt, "update", "-qq"])
-        version = run_tool(["dpkg-query", "-W", "-f=${source:Version}", "qemu-system-arm"]).strip()
+        version = _qemu_source_version()
         run_tool([*apt, "source", "--download-only", "-qq", f"qemu={version}"], cwd=t)
         tarball = next(t.glob("qemu_*.orig.tar.*"))
         run_tool(
@@ -153,9 +171,10 @@ def _stack_peak(stderr: bytes) -> int | None:
 
 def _qemu_cmd(board: Board, elf: Path) -> list[str]:
     return [
-        "qemu-system-arm",
+        board.qemu_binary,
         "-M",
         board.qemu_machine,
+        *board.qemu_args,
         "-display",
         "none",
         "-monitor",

@@ -11,16 +11,11 @@ from importlib import resources
 from pathlib import Path
 
 from stapes.errors import CheckFailed, UserError
-from stapes.target.profile import Board, board_names, common_dir, load_board
+from stapes.target.profile import ARCH_DEFAULTS, Board, board_names, common_dir, load_board
 
-CROSS_TOOLS = (
-    "arm-none-eabi-gcc",
-    "arm-none-eabi-size",
-    "arm-none-eabi-nm",
-    "arm-none-eabi-objdump",
-    "qemu-system-arm",
-)
-INSTALL_HINT = "apt-get install --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
+# The default board's tools (mps2-an386): what `toolchain_missing()` without a board checks.
+DEFAULT_BOARD = "mps2-an386"
+INSTALL_HINT = ARCH_DEFAULTS["arm"]["install"]
 # Flags both builds share: the arithmetic must not depend on them, and warnings fail the build.
 COMMON_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Werror", "-ffp-contract=off"]
 TARGET_CFLAGS = [
@@ -32,16 +27,18 @@ TARGET_CFLAGS = [
 ]
 
 
-def toolchain_missing() -> str | None:
-    """None when the cross toolchain and qemu are installed, else a one-line reason."""
-    missing = [t for t in CROSS_TOOLS if shutil.which(t) is None]
+def toolchain_missing(board: Board | None = None) -> str | None:
+    """None when the board's cross toolchain and qemu are installed (default: the default
+    board's), else a one-line reason."""
+    board = board or load_board(DEFAULT_BOARD)
+    missing = [t for t in board.tools if shutil.which(t) is None]
     if missing:
-        return f"missing {', '.join(missing)}; install with: {INSTALL_HINT}"
+        return f"missing {', '.join(missing)}; install with: {board.install_hint}"
     return None
 
 
-def require_toolchain() -> None:
-    reason = toolchain_missing()
+def require_toolchain(board: Board | None = None) -> None:
+    reason = toolchain_missing(board)
     if reason:
         raise UserError(reason)
 
@@ -52,7 +49,7 @@ def require_runnable(board: Board) -> None:
             f"board {board.name} is an estimate-only profile ({board.core}); "
             f"runnable boards: {', '.join(n for n in board_names() if load_board(n).runs)}"
         )
-    require_toolchain()
+    require_toolchain(board)
 
 
 def run_tool(cmd: list[str], cwd: Path | None = None, timeout: float = 300.0) -> str:
@@ -98,15 +95,15 @@ def cross_build(
     include_dirs: list[Path] = (),
     defines: dict[str, str] | None = None,
 ) -> Build:
-    """Compile `sources` + the board's startup and semihosting into out_dir/<name>.elf."""
+    """Compile `sources` + the board's startup and semihosting (its profile's `startup` files)
+    into out_dir/<name>.elf, linked with its linker script."""
     require_runnable(board)
-    common = common_dir()
     srcs = [
-        common / "stp_board_startup.c",
-        common / "stp_board_semihost.c",
-        common / "stp_board_markers.c",
+        *map(board.support_file, board.startup),
+        common_dir() / "stp_board_markers.c",
         *map(Path, sources),
     ]
+    cc = board.toolchain + "gcc"
     flags = [
         *board.cflags,
         *COMMON_CFLAGS,
@@ -120,18 +117,18 @@ def cross_build(
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # gcc runs are independent
         list(
             pool.map(
-                lambda so: run_tool(["arm-none-eabi-gcc", *flags, "-c", str(so[0]), "-o", str(so[1])]),
+                lambda so: run_tool([cc, *flags, "-c", str(so[0]), "-o", str(so[1])]),
                 zip(srcs, objs),
             )
         )
     elf = out_dir / f"{name}.elf"
     run_tool(
         [
-            "arm-none-eabi-gcc",
+            cc,
             *board.cflags,
             "-nostdlib",
             "-Wl,--gc-sections",
-            f"-T{common / 'mps2.ld'}",
+            f"-T{board.support_file(board.linker_script)}",
             f"-Wl,-Map={out_dir / (name + '.map')}",
             *map(str, objs),
             "-lgcc",
@@ -179,6 +176,21 @@ def _read_stack_usage(obj_dir: Path) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- ELF contents
 
+# ELF e_machine values of the instruction sets the boards use (the ELF specification's numbers).
+ELF_MACHINE_ARCH = {40: "arm", 243: "riscv"}
+
+
+def binutils_prefix(elf: Path) -> str:
+    """The cross tool prefix that reads `elf`: that of a runnable board of the ELF's arch."""
+    with open(elf, "rb") as f:
+        header = f.read(20)
+    arch = ELF_MACHINE_ARCH.get(int.from_bytes(header[18:20], "little")) if header[:4] == b"\x7fELF" else None
+    for name in board_names():
+        b = load_board(name)
+        if b.runs and b.arch == arch:
+            return b.toolchain
+    raise CheckFailed(f"{elf} is not an ELF file of a board's instruction set ({', '.join(ELF_MACHINE_ARCH.values())})")
+
 
 @dataclass(frozen=True)
 class Symbol:
@@ -194,15 +206,15 @@ class Symbol:
 
 
 def elf_sizes(elf: Path) -> dict[str, int]:
-    """`arm-none-eabi-size` (Berkeley): text, data, bss; flash = text + data, ram = data + bss."""
-    lines = run_tool(["arm-none-eabi-size", str(elf)]).splitlines()
+    """`<prefix>size` (Berkeley): text, data, bss; flash = text + data, ram = data + bss."""
+    lines = run_tool([binutils_prefix(elf) + "size", str(elf)]).splitlines()
     text, data, bss = (int(v) for v in lines[1].split()[:3])
     return {"text": text, "data": data, "bss": bss, "flash": text + data, "ram": data + bss}
 
 
 def elf_symbols(elf: Path) -> list[Symbol]:
-    """Every sized symbol, largest last (`arm-none-eabi-nm -S --size-sort`)."""
-    out = run_tool(["arm-none-eabi-nm", "-S", "--size-sort", str(elf)])
+    """Every sized symbol, largest last (`<prefix>nm -S --size-sort`)."""
+    out = run_tool([binutils_prefix(elf) + "nm", "-S", "--size-sort", str(elf)])
     syms = []
     for line in out.splitlines():
         parts = line.split()
