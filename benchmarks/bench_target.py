@@ -68,21 +68,21 @@ GATE_PROGRAM = r"""
 #include "stp_model.h"
 #define N {n}
 #define R {r}
-static int16_t wu[N * N], wa[N * R], wb[R * N], ww[N];
+static {wt} wu[N * N], wa[N * R], wb[R * N], ww[N];
 static int8_t zs[N], xs[N], hs[N];
 static int32_t bias[N];
 static int16_t table[STP_LUT_SIZE];
 int16_t x[2], h[N], z[N], pre[N];   /* external: the unused ones stay warning-free */
 /* W (N, 1): the smallest input projection; U dense (N, N), U (N, 1), or U = A (N, R) B (R, N) */
 extern const stp_gate_t dense, tiny, low;
-const stp_gate_t dense = {{{{0, ww, N, 1}}, {{0, wu, N, N}}, {{0, 0, 0, 0}}, {{0, 0, 0, 0}}, 0, xs, hs, bias, table}};
-const stp_gate_t tiny = {{{{0, ww, N, 1}}, {{0, wu, N, 1}}, {{0, 0, 0, 0}}, {{0, 0, 0, 0}}, 0, xs, hs, bias, table}};
-const stp_gate_t low = {{{{0, ww, N, 1}}, {{0, 0, 0, 0}}, {{0, wb, R, N}}, {{0, wa, N, R}}, zs, xs, hs, bias, table}};
+const stp_gate_t dense = {{{{{p}ww{q}, N, 1}}, {{{p}wu{q}, N, N}}, {{0, 0, 0, 0}}, {{0, 0, 0, 0}}, 0, xs, hs, bias, table}};
+const stp_gate_t tiny = {{{{{p}ww{q}, N, 1}}, {{{p}wu{q}, N, 1}}, {{0, 0, 0, 0}}, {{0, 0, 0, 0}}, 0, xs, hs, bias, table}};
+const stp_gate_t low = {{{{{p}ww{q}, N, 1}}, {{0, 0, 0, 0}}, {{{p}wb{q}, R, N}}, {{{p}wa{q}, N, R}}, zs, xs, hs, bias, table}};
 int main(void)
 {{
     int k;
-    for (k = 0; k < N * N; k++) wu[k] = (int16_t)(k % 9 - 4);
-    for (k = 0; k < N * R; k++) {{ wa[k] = (int16_t)(k % 7 - 3); wb[k] = (int16_t)(k % 5 - 2); }}
+    for (k = 0; k < N * N; k++) wu[k] = ({wt})(k % 9 - 4);
+    for (k = 0; k < N * R; k++) {{ wa[k] = ({wt})(k % 7 - 3); wb[k] = ({wt})(k % 5 - 2); }}
     for (k = 0; k < N; k++) {{ ww[k] = 1; zs[k] = 8; xs[k] = 4; hs[k] = 4; bias[k] = 0; h[k] = (int16_t)(k * 77); }}
     x[0] = 100;
     stp_board_frame_begin();
@@ -98,7 +98,7 @@ GATE_CALLS = {
 }
 
 
-def recurrent_matvec(board, work: Path, n: int, r: int) -> dict:
+def recurrent_matvec(board, work: Path, n: int, r: int, bits: int = 16) -> dict:
     """Instructions of the recurrent mat-vec alone, inside the mat-vec kernels: a gate with a
     1-column input projection and U (N, N) [or A (N, r) B (r, N)], minus half of the same gate
     with a 1-column U (that half is the input projection's share), call overhead included."""
@@ -108,7 +108,9 @@ def recurrent_matvec(board, work: Path, n: int, r: int) -> dict:
     runs = {}
     for name, call in GATE_CALLS.items():
         src = work / f"gate_{name}.c"
-        src.write_text(GATE_PROGRAM.format(n=n, r=r, call=call))
+        # stp_mat_t {w8, w16, rows, cols}: the array in the slot of its width, NULL in the other
+        weights = {"wt": "int8_t", "p": "", "q": ", 0"} if bits == 8 else {"wt": "int16_t", "p": "0, ", "q": ""}
+        src.write_text(GATE_PROGRAM.format(n=n, r=r, call=call, **weights))
         elf = toolchain.cross_build(
             board,
             [src, *toolchain.runtime_c_sources()],
@@ -120,9 +122,46 @@ def recurrent_matvec(board, work: Path, n: int, r: int) -> dict:
     return {
         "N": n,
         "rank": r,
+        "bits": bits,
         "dense_per_mac": (runs["dense"] - runs["tiny"] / 2) / (n * n),
         "lowrank_per_mac": (runs["low"] - runs["tiny"] / 2) / (2 * n * r),
     }
+
+
+# The Cortex-M4 whole-step cases of the device-speed issue: (N, rank or None, bits, inputs, outputs).
+DONE_WHEN = [
+    (128, None, 16, 7, 5),
+    (128, None, 8, 7, 5),
+    (128, 32, 16, 7, 5),
+    (128, None, 16, 16, 5),
+    (128, 16, 16, 16, 5),
+]
+
+
+def done_when_rows(board, work: Path) -> list[dict]:
+    """Whole-step instructions per MAC (readout included) of the issue's M4 cases, bit-exact."""
+    from stapes.target import run
+
+    rows = []
+    for n, rank, bits, inputs, outputs in DONE_WHEN:
+        q = random_mgu(n, rank, bits, inputs=inputs, outputs=outputs)
+        res = run.run_qgraph(q, board, work / f"done_n{n}_r{rank}_b{bits}_i{inputs}", frames=4)
+        if not res.same_as_reference:
+            raise SystemExit(f"MISMATCH N={n} rank={rank} int{bits}: {res.first_mismatch}")
+        insns = float(np.mean(res.frame_insns))
+        rows.append(
+            {
+                "N": n,
+                "rank": rank or n,
+                "bits": bits,
+                "inputs": inputs,
+                "outputs": outputs,
+                "macs": res.macs_per_frame,
+                "insns": insns,
+                "per_mac": insns / res.macs_per_frame,
+            }
+        )
+    return rows
 
 
 def main(argv=None) -> int:
@@ -133,11 +172,25 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="N = 64 only")
     ap.add_argument("--json", default=None, help="also write the rows as JSON")
     ap.add_argument("--frames", type=int, default=4)
+    ap.add_argument("--done-when", action="store_true", help="only the issue's whole-step M4 cases")
     args = ap.parse_args(argv)
     if toolchain.toolchain_missing():
         print(f"bench_target: {toolchain.toolchain_missing()}", file=sys.stderr)
         return 2
     m4 = profile.load_board("mps2-an386")
+    if args.done_when:
+        with tempfile.TemporaryDirectory(prefix="stapes-bench-") as tmp:
+            done = done_when_rows(m4, Path(tmp))
+        for r in done:
+            print(
+                f"N={r['N']} rank={r['rank']:<4} int{r['bits']:<3} I={r['inputs']:<3} O={r['outputs']} "
+                f"{r['macs']:>6} MACs {r['insns']:>8.0f} insns {r['per_mac']:.3f}/MAC"
+            )
+        dense, low = done[3]["insns"], done[4]["insns"]
+        print(
+            f"rank 16 / dense step instructions (I=16): {low / dense:.3f} (MACs: {done[4]['macs'] / done[3]['macs']:.3f})"
+        )
+        return 0
     plain = portable_variant(m4)
     rows = []
     with tempfile.TemporaryDirectory(prefix="stapes-bench-") as tmp:
@@ -174,7 +227,11 @@ def main(argv=None) -> int:
                         }
                     )
         dots = {"dsp": dot_table(m4, work / "dots_dsp"), "portable": dot_table(plain, work / "dots_plain")}
-        recurrent = [recurrent_matvec(m4, work / f"rec{n}", n, n // 4) for n in ((64,) if args.quick else (64, 128))]
+        recurrent = [
+            recurrent_matvec(m4, work / f"rec{n}_{bits}", n, n // 4, bits)
+            for n in ((64,) if args.quick else (64, 128))
+            for bits in (16, 8)
+        ]
     print("MGU on mps2-an386 (Cortex-M4F), qemu instruction counts per frame (step function)")
     print(
         "(/MAC: whole step; kern/MAC: instructions inside the DSP mat-vec kernels, all mat-vecs of the\n"
@@ -198,13 +255,10 @@ def main(argv=None) -> int:
                 f"  {kind:<8} int{r['bits']:<3} n={r['n']:<4} {r['insns']:>5} insns, {r['per_mac']:.3f}/MAC "
                 f"({r['per_mac_without_call']:.3f}/MAC without the call sequence)"
             )
-    print(
-        "\nrecurrent mat-vec alone, int16 weights, DSP path (instructions inside the kernels per MAC,"
-        " call overhead included):"
-    )
+    print("\nrecurrent mat-vec alone, DSP path (instructions inside the kernels per MAC, call overhead included):")
     for r in recurrent:
         print(
-            f"  N={r['N']:<4} dense U h: {r['dense_per_mac']:.3f}/MAC; "
+            f"  N={r['N']:<4} int{r['bits']:<3} dense U h: {r['dense_per_mac']:.3f}/MAC; "
             f"low-rank A (B h), rank {r['rank']}: {r['lowrank_per_mac']:.3f}/MAC"
         )
     if args.json:

@@ -9,7 +9,11 @@ Policy (the arithmetic contract of docs/architecture.md):
 * low-rank z = B h in one int16 format from the bound max_k Σ_j |B_kj| (|h| <= 1);
 * linear outputs: one int16 format from the calibrated max (x OUTPUT_HEADROOM) capped by the
   analytic bound Σ|V_oj| + |c_o|; sigmoid outputs are Q0.15;
-* biases int32 in the pre-activation format; a value that does not fit raises with its name.
+* biases int32 in the pre-activation format; a value that does not fit raises with its name;
+* the 32-bit requantisation rule (ir.qgraph.prove_combine32: per row the shifted accumulation bounds
+  plus |bias| fit int32) needs no format of its own: a coarser weight format leaves a term's bound
+  in the pre-activation format unchanged, so a row that breaks it (a pre-activation range beyond
+  about ±2^18) is refused by the IR with its gate and row named.
 """
 
 from __future__ import annotations

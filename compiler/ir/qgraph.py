@@ -3,8 +3,10 @@
 Frozen dataclasses validated on construction, so an invalid QGraph cannot exist; they are values
 (read-only arrays and gate mapping, ``==`` and ``hash`` by content, see :mod:`stapes.ir.arrays`).
 Validation includes the overflow proof of the arithmetic contract: for every mat-vec row, ``Σ_j |w_ij| · 32768`` fits
-int32, so no int32 accumulation can overflow for any int16 input, in any summation order; and
-every shift equals the one the formats imply and lies in what the runtime accepts.
+int32, so no int32 accumulation can overflow for any int16 input, in any summation order; the
+32-bit requantisation rule (prove_combine32): per gate and readout row, the bounds of the shifted
+accumulations plus |bias| fit int32, so the rows combine in 32-bit arithmetic; and every shift
+equals the one the formats imply and lies in what the runtime accepts.
 
 Conventions (the reference, reference.py, is the executable spec):
 * activations and state int16; the state is Q0.15; weights int8 or int16 with a per-row frac;
@@ -166,6 +168,33 @@ def prove_no_overflow(t: QTensor, input_max: int = 1 << 15) -> None:
         )
 
 
+def shifted_bound(t: QTensor, shifts, input_max: int = 1 << 15) -> np.ndarray:
+    """Per row, the largest |shift_round(acc, s)| for any accumulation |acc| <= Σ|w|·input_max
+    (shift_round is monotone, so the extremes ±bound give it; s <= 0 is the exact left shift)."""
+    bound = (
+        np.abs(t.data.astype(np.int64)).sum(axis=1) * input_max if t.data.shape[1] else np.zeros(t.shape[0], np.int64)
+    )
+    s = np.asarray(shifts, dtype=np.int64)
+    right = (bound + (np.int64(1) << np.maximum(s - 1, 0))) >> np.maximum(s, 0)
+    return np.where(s > 0, right, bound << np.maximum(-s, 0))
+
+
+def prove_combine32(name: str, terms: list, bias: QTensor) -> None:
+    """The 32-bit requantisation rule: per row, the shifted bounds of the terms (tensor, shifts)
+    plus |bias| fit int32, so ``sat16(shift(acc_1, s_1) + shift(acc_2, s_2) + bias)`` never
+    overflows int32 (the C rows and the host lanes compute it in 32 bits; the reference in int64
+    gets the same bits)."""
+    total = np.abs(bias.data.astype(np.int64)).copy()
+    for t, shifts in terms:
+        total = total + shifted_bound(t, shifts)
+    if total.size and int(total.max()) > fx.INT32_MAX:
+        worst = int(np.argmax(total))
+        raise UserError(
+            f"{name}: row {worst} can overflow the 32-bit requantisation (shifted |acc| bounds + |bias| = "
+            f"{int(total[worst])} > 2^31 - 1): its pre-activation range is too large for the formats"
+        )
+
+
 def _check_weight(t: QTensor, shape: tuple) -> None:
     if t.fmt.bits not in WEIGHT_BITS:
         raise UserError(f"{t.name}: weights must be int8 or int16, got int{t.fmt.bits}")
@@ -239,6 +268,8 @@ class QGate(FrozenValue):
         object.__setattr__(self, "h_shift", _shifts(f"gate {self.name}.h_shift", self.h_shift, n))
         if not np.array_equal(self.h_shift, self.recurrent_frac() - self.pre_frac):
             raise UserError(f"gate {self.name}: h_shift does not match the formats")
+        rec = self.u.a if isinstance(self.u, QLowRank) else self.u
+        prove_combine32(f"gate {self.name}", [(self.w, self.x_shift), (rec, self.h_shift)], self.bias)
 
     @property
     def pre_frac(self) -> int:
@@ -295,6 +326,7 @@ class QReadout(FrozenValue):
         object.__setattr__(self, "shift", _shifts("readout.shift", self.shift, o))
         if not np.array_equal(self.shift, self.w.row_fracs() + STATE_FRAC - self.pre_frac):
             raise UserError("readout: shift does not match the formats")
+        prove_combine32("readout", [(self.w, self.shift)], self.bias)
 
     @property
     def pre_frac(self) -> int:

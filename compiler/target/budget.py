@@ -163,16 +163,10 @@ def ram_bytes(s: ModelShape) -> dict:
 
 # ----------------------------------------------------------------------------- estimates
 
-INSN_FEATURES = (
+PORTABLE_FEATURES = (
     "const",
     "row_calls8",
     "row_calls16",
-    "dual_calls",
-    "dual_blocks",
-    "dual_pairs_c",
-    "mac16_dual",
-    "mac16_dual_tail",
-    "mac16_dual_odd",
     "mac16_fast",
     "mac16_pair",
     "mac16_scalar",
@@ -184,6 +178,33 @@ INSN_FEATURES = (
     "mgu_rows",
     "readout_rows",
 )
+# The DSP row-block kernels of stp_matvec.c (stp_dsp_rows and what it dispatches to): calls,
+# row pairs (or rows) and MACs of each path.
+DSP_FEATURES = (
+    "gate_calls",
+    "dsp_calls16",
+    "dsp_calls8",
+    "repack_groups",
+    "pairs16_b16",
+    "pairs16_b8",
+    "pairs16_c",
+    "rows16_short",
+    "pairs8_block",
+    "pairs8_c",
+    "rows8_short",
+    "mac16_b16",
+    "mac16_b8",
+    "mac16_dual",
+    "mac16_dual_tail",
+    "mac16_dual_odd",
+    "mac16_short",
+    "mac8_block",
+    "mac8_pair",
+    "mac8_pair_u",
+    "mac8_tail",
+    "mac8_short",
+)
+INSN_FEATURES = (*PORTABLE_FEATURES, *DSP_FEATURES)
 
 
 def dot_split(bits: int, n: int, w_aligned: bool, x_aligned: bool, dsp: bool) -> dict:
@@ -202,81 +223,142 @@ def dot_split(bits: int, n: int, w_aligned: bool, x_aligned: bool, dsp: bool) ->
     return {"fast": fast, "pair": rest - rest % 2, "scalar": scalar + rest % 2}
 
 
-def _add_dot(acc: dict, bits: int, n: int, w_aligned: bool, x_aligned: bool, dsp: bool) -> None:
-    """One stp_dot_s16_s{bits} call: its MAC split and one kernel call."""
+def _bump(acc: dict, **counts) -> None:
+    for k, v in counts.items():
+        acc[k] = acc.get(k, 0) + v
+
+
+def _row_dot(acc: dict, bits: int, row: int, cols: int, n: int, x_aligned: bool, dsp: bool) -> None:
+    """One row through row_dot: a stp_dot_s16_s{bits} call (its MAC split) and the call path."""
+    w_aligned = (row * cols * bits // 8) % 4 == 0  # arrays start word aligned (gcc on ARM)
     for k, v in dot_split(bits, n, w_aligned, x_aligned, dsp).items():
-        acc[f"mac{bits}_{k}"] = acc.get(f"mac{bits}_{k}", 0) + v
-    acc["kernel_calls"] = acc.get("kernel_calls", 0) + 1
+        _bump(acc, **{f"mac{bits}_{k}": v})
+    _bump(acc, kernel_calls=1, **{f"row_calls{bits}": 1})
 
 
-DSP_BLOCK = 16  # rows per stp_dsp_dot2_s16 call in the gates (STP_DSP_BLOCK in stp_matvec.c)
+DSP_BLOCK = 16  # rows per stp_dsp_rows call (STP_DSP_BLOCK, STP_READOUT_BLOCK in stp_matvec.c)
+S8_READY_CAP = {"x": 64, "h": 256}  # columns stp_dsp_prepare_s8 repacks once (STP_DSP_S8_X, _H)
 
 
-def _matrix_macs(
-    bits: int, rows: int, cols: int, x_aligned: bool, dsp: bool, acc: dict, n: int | None = None, paired: bool = False
-) -> None:
-    """Add the work of a row-major (rows, cols) matrix times an int16 vector (first n columns).
-
-    Arrays start word aligned (gcc aligns arrays on ARM); row i starts i * cols elements in.
-    With `paired` (the gates' DSP branch for int16 weights, mirroring stp_matvec.c) rows go in
-    blocks of up to DSP_BLOCK rows (`dual_blocks`, one stp_dsp_dot2_s16 call each) of row pairs
-    (`dual_calls`): aligned pairs run its LDM loop (`mac16_dual`, 8 columns at a time) -- the whole
-    block in assembly when n is a multiple of 8, else a C loop per pair (`dual_pairs_c`) with SMLAD
-    pairs (`mac16_dual_tail`) and one last column (`mac16_dual_odd`); unaligned pairs fall back to
-    two single dots."""
-    n = cols if n is None else n
-    esize = bits // 8
-    if not (paired and dsp and bits == 16):
-        for i in range(rows):
-            _add_dot(acc, bits, n, (i * cols * esize) % 4 == 0, x_aligned, dsp)
-            acc["row_calls"] = acc.get("row_calls", 0) + 1
-        return
-    paired_rows = rows - rows % 2
-    acc["dual_blocks"] = acc.get("dual_blocks", 0) + -(-paired_rows // DSP_BLOCK)
-    for i in range(0, rows - 1, 2):
-        acc["dual_calls"] = acc.get("dual_calls", 0) + 1
-        aligned = (i * cols * esize) % 4 == 0 and (cols * esize) % 4 == 0 and x_aligned
-        if aligned and (n % 8 != 0 or n == 0):
-            acc["dual_pairs_c"] = acc.get("dual_pairs_c", 0) + 1
-        if aligned:
-            acc["mac16_dual"] = acc.get("mac16_dual", 0) + 2 * (n & ~7)
-            acc["mac16_dual_tail"] = acc.get("mac16_dual_tail", 0) + 2 * (n % 8 - n % 2)
-            acc["mac16_dual_odd"] = acc.get("mac16_dual_odd", 0) + 2 * (n % 2)
+def _dsp_rows(acc: dict, bits: int, rows: int, cols: int, n: int, x_aligned: bool, ready: bool) -> None:
+    """One stp_dsp_rows call: `rows` (even) rows of a (., cols) matrix times the first n columns
+    (mirrors stp_dsp_dot2_s16, stp_dsp_rows_unaligned_s16, stp_dsp_rows_s8, stp_dsp_dot2_s8)."""
+    pairs = rows // 2
+    if bits == 16:
+        _bump(acc, dsp_calls16=1)
+        if not (x_aligned and cols % 2 == 0):  # the unaligned kernel: LDR takes any address
+            if n <= 8:
+                _bump(acc, rows16_short=rows, mac16_short=rows * n)
+            else:
+                _bump(acc, pairs16_c=pairs, mac16_dual_tail=rows * (n - n % 2), mac16_dual_odd=rows * (n % 2))
+        elif n > 0 and n % 16 == 0:
+            _bump(acc, pairs16_b16=pairs, mac16_b16=rows * n)
+        elif n > 0 and n % 8 == 0:
+            _bump(acc, pairs16_b8=pairs, mac16_b8=rows * n)
         else:
-            _add_dot(acc, bits, n, (i * cols * esize) % 4 == 0, x_aligned, dsp)
-            _add_dot(acc, bits, n, ((i + 1) * cols * esize) % 4 == 0, x_aligned, dsp)
-    if rows % 2:
-        _add_dot(acc, bits, n, ((rows - 1) * cols * esize) % 4 == 0, x_aligned, dsp)
-        acc["row_calls"] = acc.get("row_calls", 0) + 1
+            n8 = n & ~7
+            _bump(
+                acc,
+                pairs16_c=pairs,
+                mac16_dual=rows * n8,
+                mac16_dual_tail=rows * (n % 8 - n % 2),
+                mac16_dual_odd=rows * (n % 2),
+            )
+        return
+    _bump(acc, dsp_calls8=1)
+    if n < 8:
+        _bump(acc, rows8_short=rows, mac8_short=rows * n)
+        return
+    n8, aligned = n & ~7, cols % 4 == 0
+    if not ready:
+        _bump(acc, repack_groups=n8 // 4)  # repacked inside, in chunks
+    if ready and aligned and n8 == n:
+        _bump(acc, pairs8_block=pairs, mac8_block=rows * n)
+        return
+    _bump(acc, pairs8_c=pairs, mac8_tail=rows * (n - n8), **{"mac8_pair" if aligned else "mac8_pair_u": rows * n8})
+
+
+def _prepare(acc: dict, bits: int, n: int, cap: int) -> bool:
+    """stp_dsp_prepare_s8: int8 rows of >= 8 columns get x's pairs repacked once; True if ready."""
+    if bits != 8 or n < 8 or (n & ~7) > cap:
+        return False
+    _bump(acc, repack_groups=(n & ~7) // 4)
+    return True
+
+
+def _dsp_gate(acc: dict, bits: int, n: int, i: int, rec: tuple, x_rec_aligned: bool, z_aligned: bool) -> None:
+    """One gate call on a DSP build (stp_gate_dense_s16 / stp_gate_lowrank_s16): rec is ("dense",)
+    or ("lowrank", r)."""
+    _bump(acc, gate_calls=1)
+    x_ready = _prepare(acc, bits, i, S8_READY_CAP["x"])
+    if rec[0] == "dense":
+        h_ready = _prepare(acc, bits, n, S8_READY_CAP["h"])
+        rec_cols, rec_n, rec_aligned = n, n, x_rec_aligned
+    else:
+        r = rec[1]
+        b_ready = _prepare(acc, bits, n, S8_READY_CAP["h"])
+        for k in range(0, r - 1, DSP_BLOCK):
+            _dsp_rows(acc, bits, min(DSP_BLOCK, (r - k) & ~1), n, n, x_rec_aligned, b_ready)
+        if r % 2:
+            _row_dot(acc, bits, r - 1, n, n, x_rec_aligned, True)
+        h_ready = _prepare(acc, bits, r, S8_READY_CAP["h"])
+        rec_cols, rec_n, rec_aligned = r, r, z_aligned
+    for k in range(0, n - 1, DSP_BLOCK):
+        count = min(DSP_BLOCK, (n - k) & ~1)
+        _dsp_rows(acc, bits, count, i, i, True, x_ready)
+        _dsp_rows(acc, bits, count, rec_cols, rec_n, rec_aligned, h_ready)
+    if n % 2:
+        _row_dot(acc, bits, n - 1, i, i, True, True)
+        _row_dot(acc, bits, n - 1, rec_cols, rec_n, rec_aligned, True)
+
+
+def _dsp_readout(acc: dict, bits: int, o: int, n: int) -> None:
+    """stp_readout_pre_s16 on a DSP build: blocks of row pairs, a last odd row alone."""
+    ready = _prepare(acc, bits, n, S8_READY_CAP["h"])
+    k = 0
+    while k < o:
+        count = min(DSP_BLOCK, o - k)
+        if count > 1:
+            count &= ~1
+            _dsp_rows(acc, bits, count, n, n, True, ready)
+        else:
+            _row_dot(acc, bits, k, n, n, True, True)
+        k += count
 
 
 def insn_features(s: ModelShape, dsp: bool = False) -> dict:
-    """The quantities the instruction model is linear in (per frame)."""
+    """The quantities the instruction model is linear in (per frame): the portable build's row
+    calls and dot-product MACs, or the DSP build's row blocks, then the per-row work."""
     c = step_counts(s)
-    n, i, bits = s.hidden_size, s.input_size, s.weight_bits
+    n, i, o, bits = s.hidden_size, s.input_size, s.output_size, s.weight_bits
     even = n % 2 == 0  # scratch buffers f*h (scratch + N) and z (scratch + N or 3N)
     acc: dict = {}
     for name in s.matrices:
         r = s.rank(name)
         x_rec_aligned = even if name == "u_h" else True  # the MGU candidate multiplies f*h
-        _matrix_macs(bits, n, i, True, dsp, acc, paired=True)
-        if r is None:
-            _matrix_macs(bits, n, n, x_rec_aligned, dsp, acc, paired=True)
-        else:
-            _matrix_macs(bits, r, n, x_rec_aligned, dsp, acc, paired=True)
-            _matrix_macs(bits, n, r, even, dsp, acc, paired=True)
-    _matrix_macs(bits, s.output_size, n, True, dsp, acc)  # the readout: single rows
+        if dsp:
+            _dsp_gate(acc, bits, n, i, ("dense",) if r is None else ("lowrank", r), x_rec_aligned, even)
+            continue
+        for row in range(n):
+            _row_dot(acc, bits, row, i, i, True, False)
+            if r is None:
+                _row_dot(acc, bits, row, n, n, x_rec_aligned, False)
+            else:
+                _row_dot(acc, bits, row, r, r, even, False)
+        for row in range(r or 0):
+            _row_dot(acc, bits, row, n, n, x_rec_aligned, False)
+    if dsp:
+        _dsp_readout(acc, bits, o, n)
+    else:
+        for row in range(o):
+            _row_dot(acc, bits, row, n, n, True, False)
     f = {k: 0 for k in INSN_FEATURES}
     f.update({k: v for k, v in acc.items() if k in f})
     f["mac16_pair"] //= 2  # one SMLAD step per pair
-    # row_calls: the per-row call path around the kernel (row_dot, loop), which differs by width
-    rows = acc.get("row_calls", 0)
     f.update(
         const=1,
         dot_calls=c["dot_calls"],
         kernel_calls=acc.get("kernel_calls", 0),
-        row_calls8=rows if bits == 8 else 0,
-        row_calls16=rows if bits == 16 else 0,
         gate_rows=c["gate_rows"],
         z_rows=c["z_rows"],
         luts=c["luts"],
@@ -297,7 +379,7 @@ def estimate_instructions(s: ModelShape, board: Board) -> float | None:
 
 
 MAC_FEATURES = ("mac16_fast", "mac16_pair", "mac16_scalar", "mac8_fast", "mac8_scalar")
-DUAL_MAC_FEATURES = ("mac16_dual", "mac16_dual_tail", "mac16_dual_odd")
+DSP_MAC_FEATURES = tuple(f for f in DSP_FEATURES if f.startswith("mac"))
 MACS_PER_FEATURE_UNIT = {"mac16_pair": 2}  # mac16_pair counts SMLAD steps, two MACs each
 
 
@@ -336,7 +418,7 @@ def estimate_cycles(s: ModelShape, board: Board) -> float:
         )
     f, m, other = insn_features(s, src.has_dsp), src.insn_model, cost["other_cycles"]
     mac_insns = mac_cycles = 0.0
-    for k in (*MAC_FEATURES, *DUAL_MAC_FEATURES):
+    for k in (*MAC_FEATURES, *DSP_MAC_FEATURES):
         mac_insns += m.get(k, 0.0) * f[k]
         # a loop path costs `mac` cycles per MAC, or its instructions' cycles when it has more
         # instructions per MAC than the fast path the cost table prices (scalar tails, unpacking)

@@ -49,6 +49,31 @@ def calibration_shapes() -> list[ModelShape]:
             ModelShape("mgu", 3, 21, 2, {"u_f": 7, "u_h": 7}, bits, readout_mode="final"),
             ModelShape("rnn", 1, 96, 1, {"u": None}, bits),
         ]
+    return out + random_shapes(48, seed=7)
+
+
+def random_shapes(count: int, seed: int) -> list[ModelShape]:
+    """Seeded random shapes: the DSP row-block kernels take a different path by column count
+    (multiples of 16 or 8, odd, short rows) and alignment, which a few hand-picked sizes miss."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        cell = str(rng.choice(["rnn", "mgu"]))
+        n = int(rng.choice([int(rng.integers(6, 100)), int(rng.choice([16, 32, 48, 64, 96]))]))
+        rank = None if rng.random() < 0.4 else int(rng.integers(1, max(2, n // 2)))
+        ranks = {k: rank for k in (("u_f", "u_h") if cell == "mgu" else ("u",))}
+        out.append(
+            ModelShape(
+                cell,
+                int(rng.integers(1, 20)),
+                n,
+                int(rng.integers(1, 6)),
+                ranks,
+                int(rng.choice([8, 16])),
+                readout_mode=str(rng.choice(["per_step", "final"])),
+                readout_activation=str(rng.choice(["linear", "sigmoid"])),
+            )
+        )
     return out
 
 

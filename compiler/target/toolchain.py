@@ -231,10 +231,11 @@ def symbol_address(elf: Path, name: str) -> int:
 
 
 def function_ranges(elf: Path, names) -> list[tuple[int, int]]:
-    """[lo, hi) address ranges of the named functions that exist in `elf` (Thumb bit cleared)."""
+    """[lo, hi) address ranges of the named functions that exist in `elf` (Thumb bit cleared),
+    with gcc's specialised clones of them (`name.constprop.0`, `name.isra.0`, ...)."""
     wanted = set(names)
     return [
         (s.addr & ~1, (s.addr & ~1) + s.size)
         for s in elf_symbols(elf)
-        if s.name in wanted and s.region == "text" and s.size > 0
+        if s.name.split(".", 1)[0] in wanted and s.region == "text" and s.size > 0
     ]

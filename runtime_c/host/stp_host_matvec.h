@@ -210,25 +210,24 @@ static void stp_x86_combine4(const stp_gate_t *g, int i, const int32_t *ax, cons
 #endif
 }
 
-/* combine() for rows i .. i + 7 (counts as combine4 twice). AVX2: when all 16 shifts are in 2..31
- * (the usual case) both shifts run in int32 lanes: each result is within +-2^29, so their sum
- * fits int32 too; only the sums with the bias widen to int64. Otherwise (a shift <= 1, where two
- * results of +2^30 could overflow int32) two combine4. */
+/* combine() for rows i .. i + 7 (counts as combine4 twice). AVX2: when all 16 shifts are in 1..31
+ * (the usual case) the rows run in int32 lanes: the compiler's 32-bit requantisation rule
+ * (qgraph.prove_combine32) bounds both shifted sums plus |bias| below 2^31, and VPACKSSDW
+ * saturates to int16 (sat16). Otherwise (a left shift, s <= 0) two combine4 in int64 lanes. */
 static void stp_x86_combine8(const stp_gate_t *g, int i, const int32_t *ax, const int32_t *ar, int16_t *pre)
 {
 #if defined(__AVX2__)
     __m256i xs = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(g->x_shift + i)));
     __m256i hs = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(g->h_shift + i)));
-    if (_mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_set1_epi32(2), _mm256_min_epi32(xs, hs))) == 0) {
+    if (_mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_set1_epi32(1), _mm256_min_epi32(xs, hs))) == 0) {
         __m256i t = _mm256_add_epi32(
-            stp_shift_round_s32x8(_mm256_loadu_si256((const __m256i *)(const void *)ax), xs),
-            stp_shift_round_s32x8(_mm256_loadu_si256((const __m256i *)(const void *)ar), hs));
-        __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(g->bias + i));
+            _mm256_add_epi32(stp_shift_round_s32x8(_mm256_loadu_si256((const __m256i *)(const void *)ax), xs),
+                             stp_shift_round_s32x8(_mm256_loadu_si256((const __m256i *)(const void *)ar), hs)),
+            _mm256_loadu_si256((const __m256i *)(const void *)(g->bias + i)));
+        __m128i packed = _mm_packs_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
         STP_COUNT(add, 16);
-        stp_store_s16x4(pre + i, stp_sat16_s64x4(_mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(t)),
-                                                                  _mm256_cvtepi32_epi64(_mm256_castsi256_si128(b)))));
-        stp_store_s16x4(pre + i + 4, stp_sat16_s64x4(_mm256_add_epi64(
-            _mm256_cvtepi32_epi64(_mm256_extracti128_si256(t, 1)), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(b, 1)))));
+        STP_COUNT(sat, 8);
+        _mm_storeu_si128((__m128i *)(void *)(pre + i), packed);
         return;
     }
 #endif
@@ -280,7 +279,7 @@ static int stp_host_lowrank_z(const stp_gate_t *g, const int16_t *h, int rank, i
                 _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)(az + j))),
                 stp_load_s8x4(g->z_shift + k + j))));
 #else
-        for (j = 0; j < count; j++) z[k + j] = stp_sat16(stp_shift_round_s64(az[j], g->z_shift[k + j]));
+        for (j = 0; j < count; j++) z[k + j] = z_row(az[j], g->z_shift[k + j]);
 #endif
     }
 #else

@@ -105,6 +105,9 @@ void stp_gate_dense_s16(const stp_gate_t *g, const int16_t *x, const int16_t *h,
 /* pre (N,) from a gate with a low-rank recurrent matrix at min(rank, b.rows); z (R,) scratch. */
 void stp_gate_lowrank_s16(const stp_gate_t *g, const int16_t *x, const int16_t *h, int rank,
                           int16_t *z, int16_t *pre);
+/* pre (O,) = sat16(shift(V h, shift) + bias), the readout's rows before its activation (pre may
+ * be the readout's y). */
+void stp_readout_pre_s16(const stp_readout_t *r, const int16_t *h, int16_t *pre);
 
 /* ---- cells (stp_cell.c) ------------------------------------------------------------------ */
 /* int16 scratch elements a step needs: RNN N + R, MGU 3N + R. */

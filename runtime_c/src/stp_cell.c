@@ -157,14 +157,9 @@ void stp_mgu_step_s16(const stp_gate_t *gf, const stp_gate_t *gh, const int16_t 
 void stp_readout_s16(const stp_readout_t *r, const int16_t *h, int16_t *y)
 {
     int o;
-    for (o = 0; o < r->w.rows; o++) {
-        int32_t acc = r->w.w8 != 0 ? stp_dot_s16_s8(r->w.w8 + o * r->w.cols, h, r->w.cols)
-                                   : stp_dot_s16_s16(r->w.w16 + o * r->w.cols, h, r->w.cols);
-        int16_t v;
-        STP_COUNT(add, 1);
-        v = stp_sat16(stp_shift_round_s64(acc, r->shift[o]) + r->bias[o]);
-        y[o] = r->table != 0 ? stp_lut_q15(v, r->table) : v;
-    }
+    stp_readout_pre_s16(r, h, y);
+    if (r->table != 0)
+        for (o = 0; o < r->w.rows; o++) y[o] = stp_lut_q15(y[o], r->table);
 }
 
 static void cell_step(const stp_model_t *m, const int16_t *x, int16_t *state, int16_t *scratch, int rank)
